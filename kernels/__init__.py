@@ -1,0 +1,89 @@
+"""Fused kernels for the model's hot paths, each with a plain-PyTorch reference.
+
+    from kernels import attention, rms_norm, apply_rotary, rotary_cos_sin, swiglu, linear_cross_entropy
+    kernels.set_backend("auto")   # "auto" | "triton" | "torch"
+
+``auto`` runs the Triton kernels when the tensors live on CUDA and the references otherwise.
+``triton`` forces them (on CPU that needs ``TRITON_INTERPRET=1`` set before this package's
+Triton modules are first imported — they are imported lazily, on first use, for that reason).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from . import reference
+from .reference import rotary_cos_sin
+
+__all__ = ["set_backend", "get_backend", "attention", "rms_norm", "apply_rotary",
+           "rotary_cos_sin", "swiglu", "linear_cross_entropy"]
+
+_BACKENDS = ("auto", "triton", "torch")
+_backend = "auto"
+
+
+def set_backend(name: str) -> None:
+    global _backend
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown kernels backend {name!r}; expected one of {', '.join(_BACKENDS)}")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    return _backend == "triton" or (_backend == "auto" and t.is_cuda)
+
+
+def _triton(module: str):
+    return importlib.import_module(f"{__name__}.{module}")
+
+
+def attention(q, k, v, causal: bool = True, prefix_len=None, scale: float | None = None):
+    """q: (B, Hq, T, D); k, v: (B, Hkv, T, D), Hq % Hkv == 0. Returns (B, Hq, T, D).
+
+    ``prefix_len`` (int or LongTensor (B,)): tokens [0, prefix_len) see each other
+    bidirectionally, the rest is causal (prefix decoder). Ignored when ``causal`` is False.
+    """
+    if _use_triton(q):
+        return _triton("flash_attention").attention(q, k, v, causal, prefix_len, scale)
+    return reference.attention(q, k, v, causal, prefix_len, scale)
+
+
+def rms_norm(x, weight, eps: float = 1e-6):
+    """x: (..., D), weight: (D,). Computes in fp32, returns x.dtype."""
+    if _use_triton(x):
+        return _triton("rms_norm").rms_norm(x, weight, eps)
+    return reference.rms_norm(x, weight, eps)
+
+
+def apply_rotary(q, k, cos, sin):
+    """Hugging Face Llama rotate_half rotary; cos, sin: (T, D//2). Returns (q, k) rotated."""
+    if _use_triton(q):
+        return _triton("rotary").apply_rotary(q, k, cos, sin)
+    return reference.apply_rotary(q, k, cos, sin)
+
+
+def swiglu(gate, up):
+    """silu(gate) * up."""
+    if _use_triton(gate):
+        return _triton("swiglu").swiglu(gate, up)
+    return reference.swiglu(gate, up)
+
+
+def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
+                         label_smoothing: float = 0.0, chunk_size: int = 4096):
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` without the full logits.
+
+    hidden: (N, H), weight: (V, H), targets: (N,). Rows whose target is ``ignore_index`` are
+    left out of the mean. Works in row chunks of ``chunk_size``.
+    """
+    if _use_triton(hidden):
+        return _triton("fused_linear_ce").linear_cross_entropy(
+            hidden, weight, targets, ignore_index, label_smoothing, chunk_size)
+    return reference.linear_cross_entropy(hidden, weight, targets, ignore_index,
+                                          label_smoothing, chunk_size)

@@ -1,0 +1,157 @@
+"""Plain-PyTorch references for every kernel, with the same signatures as the public API.
+
+These are what the model runs with ``kernels=torch`` (and on CPU with ``auto``), and what the
+Triton kernels are tested against. They favour clarity, except ``linear_cross_entropy``, which
+is chunked so that a CPU run never holds the full (N, V) logits either.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _prefix_tensor(prefix_len, batch: int, device) -> torch.Tensor | None:
+    """Normalise ``prefix_len`` (None, int or (B,) tensor) to a (B,) long tensor, or None."""
+    if prefix_len is None:
+        return None
+    if isinstance(prefix_len, torch.Tensor):
+        p = prefix_len.to(device=device, dtype=torch.long).reshape(-1)
+        return p.expand(batch) if p.numel() == 1 else p
+    return torch.full((batch,), int(prefix_len), dtype=torch.long, device=device)
+
+
+def attention_mask(T: int, causal: bool, prefix_len, batch: int, device) -> torch.Tensor | None:
+    """Boolean mask (B or 1, 1, T, T), True = may attend; None means attend everywhere."""
+    if not causal:
+        return None
+    i = torch.arange(T, device=device)
+    allowed = (i[None, :] <= i[:, None])[None, None]  # (1, 1, T, T)
+    p = _prefix_tensor(prefix_len, batch, device)
+    if p is not None:
+        # Keys inside the prefix are visible to every query inside the prefix (PaLM/GLM-style).
+        in_prefix = (i[None, :] < p[:, None])  # (B, T)
+        allowed = allowed | (in_prefix[:, None, :, None] & in_prefix[:, None, None, :])
+    return allowed
+
+
+def attention(q, k, v, causal: bool = True, prefix_len=None, scale: float | None = None):
+    B, Hq, T, D = q.shape
+    Hkv = k.shape[1]
+    if Hq % Hkv:
+        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    if Hkv != Hq:
+        k = k.repeat_interleave(Hq // Hkv, dim=1)
+        v = v.repeat_interleave(Hq // Hkv, dim=1)
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    mask = attention_mask(T, causal, prefix_len, B, q.device)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    return torch.matmul(p, v.float()).to(q.dtype)
+
+
+def rms_norm(x, weight, eps: float = 1e-6):
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (y * weight.float()).to(x.dtype)
+
+
+def rotary_cos_sin(T: int, D: int, base: float = 10000.0, device=None, dtype=torch.float32):
+    """cos/sin tables (T, D//2) for the Hugging Face Llama rotary convention."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, device=device, dtype=torch.float32) / D))
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate(x, cos, sin):
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h].float(), x[..., h:].float()
+    c, s = cos.float(), sin.float()
+    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
+
+
+def apply_rotary(q, k, cos, sin):
+    """HF Llama ``rotate_half``: out = cat(x1*cos - x2*sin, x2*cos + x1*sin)."""
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def swiglu(gate, up):
+    return (F.silu(gate.float()) * up.float()).to(gate.dtype)
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """lm-head matmul + cross-entropy over row chunks, gradients computed during the forward.
+
+    Like Liger-Kernel's fused linear CE: for each chunk of rows we build its logits, turn them
+    into d(loss)/d(logits) in place, and immediately accumulate grad_hidden and grad_weight, so
+    peak extra memory is one (chunk, V) block instead of (N, V) logits plus their gradient.
+    The backward only rescales the stored gradients by the incoming grad_output.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index, label_smoothing, chunk_size, with_grad):
+        N, H = hidden.shape
+        V = weight.shape[0]
+        eps = label_smoothing
+        valid = targets != ignore_index
+        denom = valid.sum().clamp(min=1)
+        want_gh = with_grad and ctx.needs_input_grad[0]
+        want_gw = with_grad and ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if want_gh else None
+        # fp32 accumulator: summing many fp16 chunk products would lose the small ones.
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        grad_weight = torch.zeros(V, H, dtype=acc, device=hidden.device) if want_gw else None
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        for start in range(0, N, chunk_size):
+            rows = slice(start, start + chunk_size)
+            h, t, ok = hidden[rows], targets[rows], valid[rows]
+            logits = (h @ weight.t()).to(acc)  # (chunk, V): the only large temporary
+            lse = torch.logsumexp(logits, dim=-1)
+            safe_t = torch.where(ok, t, torch.zeros_like(t))
+            loss_rows = (1 - eps) * (lse - logits.gather(1, safe_t[:, None]).squeeze(1))
+            if eps > 0:  # smoothing: eps * mean over the vocab of -log p
+                loss_rows = loss_rows + eps * (lse - logits.mean(-1))
+            total += torch.where(ok, loss_rows, torch.zeros_like(loss_rows)).sum()
+            if not (want_gh or want_gw):
+                continue
+            # d loss / d logits = (softmax - (1-eps) onehot - eps/V) / n_valid, and 0 on ignored rows
+            g = logits.sub_(lse[:, None]).exp_()
+            if eps > 0:
+                g.sub_(eps / V)
+            g.scatter_add_(1, safe_t[:, None], torch.full_like(lse[:, None], eps - 1))
+            g.mul_((ok.to(acc) / denom)[:, None])
+            if want_gh:
+                grad_hidden[rows] = g.to(hidden.dtype) @ weight
+            if want_gw:
+                grad_weight.addmm_(g.t(), h.to(acc))
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return (total / denom).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        gh = None if grad_hidden is None else grad_hidden * grad_out.to(grad_hidden.dtype)
+        gw = None if grad_weight is None else (grad_weight * grad_out.to(grad_weight.dtype)).to(ctx.weight_dtype)
+        return gh, gw, None, None, None, None, None
+
+
+def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
+                         label_smoothing: float = 0.0, chunk_size: int = 4096):
+    # Inside autograd.Function.forward grad mode is always off, so decide here whether the
+    # per-chunk gradients are worth computing (they are not under torch.no_grad(), e.g. eval).
+    with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, int(ignore_index),
+                                           float(label_smoothing), int(chunk_size), with_grad)
+
+
+def naive_linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
+                               label_smoothing: float = 0.0):
+    """The unfused baseline: full logits, then ``F.cross_entropy`` (tests and benchmarks)."""
+    logits = (hidden @ weight.t()).float()
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index,
+                           label_smoothing=label_smoothing).to(hidden.dtype)
