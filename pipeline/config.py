@@ -56,6 +56,34 @@ def normalize_overrides(overrides: list[str], stage: str | None = None) -> list[
     return out
 
 
+def _valid_keys(full_key: str) -> list[str]:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(root_schema())
+    for part in full_key.split(".")[:-1]:
+        node = node.get(part) if hasattr(node, "get") else None
+        if node is None or not hasattr(node, "keys"):
+            return []
+    return [str(k) for k in node.keys()]
+
+
+def _explain(err: Exception, overrides) -> str:
+    """Hydra's message, minus its advice to append keys (the schema forbids that), plus the
+    valid keys and the closest match for a misspelt one."""
+    import difflib
+    import re
+
+    text = f"{err}\n{err.__cause__}" if err.__cause__ else str(err)
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))
+    hint = "See a stage's keys and defaults with `python -m pipeline <stage> --help`."
+    m = re.search(r"full_key: (\S+)", text)
+    if m and "not in" in text:
+        valid = _valid_keys(m.group(1))
+        close = difflib.get_close_matches(m.group(1).rsplit(".", 1)[-1], valid, n=1)
+        hint = (f"Did you mean {close[0]!r}? " if close else "") + f"Valid keys here: {', '.join(valid)}."
+    return f"config error (config dir {CONF_DIR}, overrides {list(overrides)}):\n{text}\n{hint}"
+
+
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose conf/config.yaml with Hydra overrides; raise StageError on any config mistake."""
     from hydra import compose as hydra_compose
@@ -68,11 +96,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        cause = f"\n{err.__cause__}" if err.__cause__ else ""
-        raise StageError(
-            f"config error (config dir {CONF_DIR}, overrides {list(overrides)}):\n{err}{cause}\n"
-            f"See the defaults with `python -m pipeline <stage> --help`."
-        ) from None
+        raise StageError(_explain(err, overrides)) from None
     try:
         # Resolve every interpolation now, so a bad ${...} names its key before work starts.
         from omegaconf import OmegaConf

@@ -12,6 +12,7 @@ config (and its upstream) get the same key, so the stage is computed once and sh
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import shlex
@@ -108,8 +109,10 @@ def write_plan(points: list[Point], results: Path) -> Path:
     for p in points:
         for stage, key in p.keys.items():
             _write_if_changed(overrides_file(results, stage, key), json.dumps({"overrides": p.overrides}, indent=1))
-    manifest = results / PLAN_DIR / "points.json"
-    _write_if_changed(manifest, json.dumps([asdict(p) for p in points], indent=1))
+    # Named by its content: plans of different sweeps never overwrite each other's manifest.
+    text = json.dumps([asdict(p) for p in points], indent=1)
+    manifest = results / PLAN_DIR / f"points-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+    _write_if_changed(manifest, text)
     return manifest
 
 

@@ -155,7 +155,9 @@ def expand(spec: str) -> tuple[list[Path], list[Path]]:
         path = Path(spec)
         if not path.exists():
             raise FileNotFoundError(f"no such file or directory: {spec!r}")
-        candidates = sorted(p for p in path.rglob("*")) if path.is_dir() else [path]
-    files = [p for p in candidates if p.is_file() and not p.name.startswith(".")]
+        # Hidden files and directories (.git, our own .tmp-* stage dirs) are not data.
+        candidates = (sorted(p for p in path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(path).parts))
+                      if path.is_dir() else [path])
+    files = [p for p in candidates if p.is_file()]
     keep = [p for p in files if supported(p)]
     return keep, [p for p in files if not supported(p)]

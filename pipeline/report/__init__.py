@@ -4,7 +4,7 @@ Each section is a module in ``pipeline/report/sections/`` listed in ``SECTIONS``
 blocks (headings, paragraphs, tables, figures) or nothing when its stage has not run.
 Later stages add a section without touching the others.
 
-Usage:  python -m pipeline report --manifest results/.plan/points.json --out results/report
+Usage:  python -m pipeline report --manifest results/.plan/points-<hash>.json --out results/report
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def build(manifest: Path, out: Path, cfg: Config) -> list[Path]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", default="results/.plan/points.json", help="points.json written by the DAG's planning")
+    parser.add_argument("--manifest", required=True, help="results/.plan/points-<hash>.json, written when Snakemake plans the DAG")
     parser.add_argument("--out", default="results/report", help="output directory")
     parser.add_argument("overrides", nargs="*", help="report.* overrides, e.g. report.title='My run'")
     args = parser.parse_args(argv)

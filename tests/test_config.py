@@ -1,0 +1,53 @@
+"""Structured config: unknown keys and wrong types fail before any work, naming the key."""
+import pytest
+
+from pipeline.config import compose, normalize_overrides
+from pipeline.stage import StageError, plan_keys
+
+
+def test_defaults_compose_and_every_stage_has_a_key():
+    cfg = compose([])
+    keys = plan_keys(cfg)
+    assert set(keys) >= {"collect"}
+    assert all(len(k) == 12 for k in keys.values())
+
+
+def test_unknown_key_names_the_key():
+    with pytest.raises(StageError) as err:
+        compose(["collect.max_doc_bytez=3"])
+    assert "collect.max_doc_bytez" in str(err.value)
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(StageError, match="collect.max_docs_per_source"):
+        compose(["collect.max_docs_per_source=many"])
+
+
+def test_unknown_stage_group_names_it():
+    with pytest.raises(StageError, match="colect"):
+        compose(["colect.sources=[x]"])
+
+
+def test_unknown_key_in_a_config_file_names_the_file(tmp_path, monkeypatch):
+    import shutil
+
+    import pipeline.config as config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(config.CONF_DIR, conf)
+    (conf / "experiment" / "broken.yaml").write_text("# @package _global_\ncollect:\n  shard_dox: 3\n")
+    monkeypatch.setattr(config, "CONF_DIR", conf)
+    with pytest.raises(StageError) as err:
+        compose(["experiment=broken"])
+    assert "experiment/broken" in str(err.value) and "shard_dox" in str(err.value)
+
+
+def test_experiment_changes_only_what_it_sets():
+    ci = compose(["experiment=ci"])
+    assert ci.collect.max_docs_per_source > 0
+    assert compose([]).collect.max_docs_per_source == 0
+
+
+def test_stage_relative_overrides():
+    assert normalize_overrides(["max_docs_per_source=3", "seed=1", "collect.shard_docs=2"], "collect") == [
+        "collect.max_docs_per_source=3", "seed=1", "collect.shard_docs=2"]
