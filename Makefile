@@ -38,9 +38,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
-## the DAG as a picture (mermaid, for the README)
+## the DAG as a picture (mermaid, rendered by GitHub; linked from the README)
 dag: install
-	$(SNAKEMAKE) --rulegraph mermaid-js --config experiment=ci > docs/rulegraph.mmd
+	{ echo '# The lmdag DAG'; echo; echo 'Regenerate with `make dag` (`snakemake --rulegraph mermaid-js`).'; echo; \
+	  echo '```mermaid'; $(SNAKEMAKE) --quiet all --rulegraph mermaid-js --config experiment=ci; echo '```'; } > docs/rulegraph.md
 
 clean:
 	rm -rf results .snakemake

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from pipeline.collect import builtin, readers
 from pipeline.docs import DROPPED_SCHEMA, ShardWriter, doc, write_table
 from pipeline.stage import StageError
@@ -102,7 +104,7 @@ def _builtin(cfg: Config, col: _Collector) -> None:
         if group not in cfg.builtin_groups:
             continue
         col.log.info("built-in source %s", name)
-        for i, (local_id, text, meta) in enumerate(read()):
+        for i, (local_id, text, meta) in enumerate(tqdm(read(), desc=name, unit="doc", disable=None, leave=False)):
             if cfg.max_docs_per_source and i >= cfg.max_docs_per_source:
                 break
             col.add(name, readers.Record(local_id, text, meta={"group": group, **meta}))
@@ -118,7 +120,7 @@ def _local(spec: str, index: int, cfg: Config, col: _Collector, skipped: Counter
         col.log.warning("skipped %s: unsupported format", path)
     source = f"local/{Path(spec.rstrip('/')).name or spec}"
     n = 0
-    for path in files:
+    for path in tqdm(files, desc=source, unit="file", disable=None, leave=False):
         try:
             for rec in readers.read_file(path, cfg.text_key):
                 if cfg.max_docs_per_source and n >= cfg.max_docs_per_source:

@@ -138,3 +138,18 @@ def test_cli_error_is_one_clear_line_not_a_traceback(tmp_path, repo):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "no such file or directory" in proc.stderr and "missing.jsonl" in proc.stderr
+
+
+def test_hugging_face_source_without_datasets_or_network_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_datasets(name, *args, **kwargs):
+        if name == "datasets":
+            raise ImportError("No module named 'datasets'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    with pytest.raises(StageError, match=r"hf:wikitext.*needs the `datasets` package"):
+        collect(tmp_path, ["hf:wikitext"])
