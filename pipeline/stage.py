@@ -116,6 +116,24 @@ def check_accounting(name: str, stats: dict) -> None:
         )
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temp_dirs(out: Path) -> None:
+    """Temp dirs of this stage key left by killed runs (their process is gone)."""
+    for stale in out.parent.glob(f".tmp-{out.name}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def execute(name: str, subtree: dict, inputs: dict[str, Path], out: Path, key: str | None = None) -> dict:
     """Run stage ``name`` with config ``subtree`` on ``inputs``; publish ``out`` atomically."""
     module = stage_module(name)
@@ -129,6 +147,7 @@ def execute(name: str, subtree: dict, inputs: dict[str, Path], out: Path, key: s
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_dirs(out)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -67,3 +67,13 @@ def test_missing_input_names_the_stage_to_run(tmp_path, monkeypatch):
     _fake_stage(monkeypatch, lambda cfg, inputs, out, log: {})
     with pytest.raises(StageError, match="--until collect"):
         execute("fake", {}, {"collect": tmp_path / "nope"}, tmp_path / "fake" / "k", "k")
+
+
+def test_temp_dir_of_a_killed_run_is_cleaned_up(tmp_path, monkeypatch):
+    _fake_stage(monkeypatch, lambda cfg, inputs, out, log: {})
+    stale = tmp_path / "fake" / ".tmp-k-999999999"
+    stale.mkdir(parents=True)
+    (stale / "partial.bin").write_bytes(b"x")
+    execute("fake", {}, {}, tmp_path / "fake" / "k", "k")
+    assert not stale.exists()
+    assert (tmp_path / "fake" / "k" / "stats.json").is_file()
