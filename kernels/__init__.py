@@ -80,7 +80,8 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets`` without the full logits.
 
     hidden: (N, H), weight: (V, H), targets: (N,). Rows whose target is ``ignore_index`` are
-    left out of the mean. Works in row chunks of ``chunk_size``.
+    left out of the mean. Works in row chunks of ``chunk_size``; gradients for hidden and
+    weight are computed chunk by chunk during the forward. Returns a float32 scalar.
     """
     if _use_triton(hidden):
         return _triton("fused_linear_ce").linear_cross_entropy(

@@ -130,7 +130,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_weight.addmm_(g.t(), h.to(acc))
         ctx.weight_dtype = weight.dtype
         ctx.save_for_backward(grad_hidden, grad_weight)
-        return (total / denom).to(hidden.dtype)
+        return total / denom  # fp32 (or wider) whatever the input dtype
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -152,6 +152,6 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
 def naive_linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
                                label_smoothing: float = 0.0):
     """The unfused baseline: full logits, then ``F.cross_entropy`` (tests and benchmarks)."""
-    logits = (hidden @ weight.t()).float()
-    return F.cross_entropy(logits, targets, ignore_index=ignore_index,
-                           label_smoothing=label_smoothing).to(hidden.dtype)
+    logits = hidden @ weight.t()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index, label_smoothing=label_smoothing)
