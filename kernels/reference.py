@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """Compute in fp32 at least (fp64 stays fp64, so the references can be gradchecked)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _prefix_tensor(prefix_len, batch: int, device) -> torch.Tensor | None:
     """Normalise ``prefix_len`` (None, int or (B,) tensor) to a (B,) long tensor, or None."""
     if prefix_len is None:
@@ -46,18 +51,18 @@ def attention(q, k, v, causal: bool = True, prefix_len=None, scale: float | None
     if Hkv != Hq:
         k = k.repeat_interleave(Hq // Hkv, dim=1)
         v = v.repeat_interleave(Hq // Hkv, dim=1)
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    s = torch.matmul(_wide(q), _wide(k).transpose(-1, -2)) * scale
     mask = attention_mask(T, causal, prefix_len, B, q.device)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
     p = torch.softmax(s, dim=-1)
-    return torch.matmul(p, v.float()).to(q.dtype)
+    return torch.matmul(p, _wide(v)).to(q.dtype)
 
 
 def rms_norm(x, weight, eps: float = 1e-6):
-    xf = x.float()
+    xf = _wide(x)
     y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * weight.float()).to(x.dtype)
+    return (y * _wide(weight)).to(x.dtype)
 
 
 def rotary_cos_sin(T: int, D: int, base: float = 10000.0, device=None, dtype=torch.float32):
@@ -69,8 +74,8 @@ def rotary_cos_sin(T: int, D: int, base: float = 10000.0, device=None, dtype=tor
 
 def _rotate(x, cos, sin):
     h = x.shape[-1] // 2
-    x1, x2 = x[..., :h].float(), x[..., h:].float()
-    c, s = cos.float(), sin.float()
+    x1, x2 = _wide(x[..., :h]), _wide(x[..., h:])
+    c, s = _wide(cos), _wide(sin)
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
 
 
@@ -80,7 +85,7 @@ def apply_rotary(q, k, cos, sin):
 
 
 def swiglu(gate, up):
-    return (F.silu(gate.float()) * up.float()).to(gate.dtype)
+    return (F.silu(_wide(gate)) * _wide(up)).to(gate.dtype)
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):

@@ -1,0 +1,29 @@
+"""Kernel tests run the Triton kernels themselves; without CUDA, through Triton's interpreter.
+
+TRITON_INTERPRET is read when ``@triton.jit`` decorates a function, i.e. when a kernel module
+is first imported, so it must be set here, before any test module imports one. ``kernels``
+imports its Triton modules lazily for exactly this reason.
+"""
+
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+    _common = sys.modules.get("kernels._common")
+    if _common is not None and not _common.INTERPRET:
+        raise RuntimeError("kernels' Triton modules were imported before TRITON_INTERPRET was set; "
+                           "run the kernel tests in their own process (make test-kernels)")
+
+import pytest  # noqa: E402
+
+import kernels  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    before = kernels.get_backend()
+    yield
+    kernels.set_backend(before)
