@@ -31,10 +31,11 @@ from omegaconf import OmegaConf
 # Stage name -> module. The order is the DAG's order; later issues add lines here.
 STAGES: dict[str, str] = {
     "collect": "pipeline.collect",
+    "tokenize": "pipeline.tokenize",
 }
 
 # Config groups that are not content-addressed stages (they still get a schema).
-OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report"}
+OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model"}
 
 # Knobs that never change a stage's result: they stay out of its key.
 NOT_IN_KEY = {"workers", "progress", "log_every", "sample_size"}

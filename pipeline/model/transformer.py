@@ -1,0 +1,251 @@
+"""A decoder-only transformer, readable top to bottom (config, blocks, model), like nanoGPT.
+
+Llama-style by default: RMSNorm before each sublayer, rotary position embeddings, SwiGLU MLP,
+grouped-query attention, no biases, tied input/output embeddings. The options a sweep can
+compare (the shapes the LLM surveys contrast):
+
+    pos_emb    rope | sinusoidal   (sinusoidal = absolute positions added to the embeddings,
+                                    as in the original Transformer)
+    attention  causal | prefix     (prefix: bidirectional over the first ``prefix_len`` tokens,
+                                    causal after, as PaLM's/GLM's prefix decoders; pass
+                                    ``prefix_len`` to forward)
+    qk_norm    RMSNorm on each query/key head before RoPE (OLMo 2, Qwen3: steadier logits)
+    tie_embeddings   share the token embedding with the output head (GPT-2, Llama 3.2 1B)
+
+The hot paths (attention, RMSNorm, RoPE, SwiGLU, the loss) go through ``kernels``: plain
+PyTorch on CPU, Triton on CUDA, chosen by ``kernels: auto|triton|torch``.
+
+    from pipeline.model import Config, Transformer
+    model = Transformer(Config(vocab_size=4096))
+    logits, _ = model(idx)                  # (B, T, V)
+    _, loss = model(idx, targets)           # mean cross-entropy, logits never materialised
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import kernels
+
+
+@dataclass
+class Config:
+    # The tokenizer's vocabulary; presets take it from the tokenize stage (${tokenize.vocab_size}).
+    vocab_size: int = 4096
+    n_layer: int = 6
+    n_head: int = 4
+    # Key/value heads: n_head = multi-head attention, 1 = multi-query, in between = GQA (Llama 2/3).
+    n_kv_head: int = 2
+    # Hidden and MLP sizes are multiples of 128: GPU tiles and quantization groups need it.
+    d_model: int = 128
+    # SwiGLU's hidden size; ~8/3 d_model keeps the MLP's parameters at a 4x GELU MLP's (PaLM, Llama).
+    d_mlp: int = 384
+    max_seq_len: int = 256
+    rope_base: float = 10000.0
+    pos_emb: str = "rope"  # rope | sinusoidal
+    qk_norm: bool = False
+    tie_embeddings: bool = True
+    attention: str = "causal"  # causal | prefix
+    kernels: str = "auto"  # auto | triton | torch
+    norm_eps: float = 1e-5
+    # GPT-2/nanoGPT init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 n_layer).
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def validate(self) -> "Config":
+        problems = []
+        if self.d_model % self.n_head:
+            problems.append(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.n_head % self.n_kv_head:
+            problems.append(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        if self.pos_emb == "rope" and self.head_dim % 2:
+            problems.append(f"rope needs an even head dim, got {self.head_dim}")
+        for key, allowed in (("pos_emb", ("rope", "sinusoidal")), ("attention", ("causal", "prefix")),
+                             ("kernels", ("auto", "triton", "torch"))):
+            if getattr(self, key) not in allowed:
+                problems.append(f"{key} must be one of {'|'.join(allowed)}, got {getattr(self, key)!r}")
+        if problems:
+            raise ValueError("model config: " + "; ".join(problems))
+        return self
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return kernels.rms_norm(x, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_head * hd, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_head * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.n_head * hd, cfg.d_model, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.norm_eps)
+            self.k_norm = RMSNorm(hd, cfg.norm_eps)
+
+    def forward(self, x, rotary, prefix_len):
+        B, T, _ = x.shape
+        hd = self.cfg.head_dim
+        q = self.q_proj(x).view(B, T, self.cfg.n_head, hd)
+        k = self.k_proj(x).view(B, T, self.cfg.n_kv_head, hd)
+        v = self.v_proj(x).view(B, T, self.cfg.n_kv_head, hd).transpose(1, 2)
+        if self.cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd)
+        if rotary is not None:
+            q, k = kernels.apply_rotary(q, k, *rotary)
+        y = kernels.attention(q, k, v, causal=True, prefix_len=prefix_len)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.d_mlp, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_mlp, bias=False)
+        self.down_proj = nn.Linear(cfg.d_mlp, cfg.d_model, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(kernels.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rotary, prefix_len):
+        x = x + self.attn(self.attn_norm(x), rotary, prefix_len)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def sinusoidal_table(T: int, d: int) -> torch.Tensor:
+    """The original Transformer's absolute positions: sin on even, cos on odd channels."""
+    pos = torch.arange(T, dtype=torch.float32)[:, None]
+    inv = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    table = torch.zeros(T, d)
+    table[:, 0::2] = torch.sin(pos * inv)
+    table[:, 1::2] = torch.cos(pos * inv)
+    return table
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        # Position tables are derived, never trained or saved.
+        if cfg.pos_emb == "rope":
+            cos, sin = kernels.rotary_cos_sin(cfg.max_seq_len, cfg.head_dim, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+
+    # -- sizes ------------------------------------------------------------------------------
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, tied ones counted once; ``non_embedding`` leaves out the token embedding
+        (and an untied output head), as Kaplan et al.'s scaling laws count N."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed.weight.numel()
+            if not self.cfg.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward), as PaLM's appendix B / nanoGPT's MFU:
+        6 x (parameters used in matmuls: every block weight and the output head, not the
+        embedding lookup) + 12 x n_layer x d_model x seq_len for attention scores and values."""
+        T = seq_len or self.cfg.max_seq_len
+        matmul_params = sum(p.numel() for n, p in self.blocks.named_parameters() if p.dim() == 2)
+        matmul_params += self.lm_head.weight.numel()
+        return 6 * matmul_params + 12 * self.cfg.n_layer * self.cfg.n_head * self.cfg.head_dim * T
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def hidden_states(self, idx: torch.Tensor, prefix_len=None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, d_model) for token ids ``idx`` (B, T)."""
+        kernels.set_backend(self.cfg.kernels)
+        B, T = idx.shape
+        if T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        if prefix_len is not None and self.cfg.attention != "prefix":
+            raise ValueError("prefix_len given but the model was configured with attention=causal")
+        x = self.embed(idx)
+        rotary = None
+        if self.cfg.pos_emb == "rope":
+            rotary = (self.rope_cos[:T], self.rope_sin[:T])
+        else:
+            x = x + self.pos_table[:T].to(x.dtype)
+        for block in self.blocks:
+            x = block(x, rotary, prefix_len)
+        return self.norm(x)
+
+    def forward(self, idx, targets=None, prefix_len=None):
+        """-> (logits (B, T, V), None) without targets; (None, mean loss) with them.
+
+        ``targets`` (B, T) uses -100 for positions left out of the loss. ``prefix_len`` (int or
+        (B,) tensor, attention=prefix only) makes the first tokens attend to each other freely.
+        """
+        h = self.hidden_states(idx, prefix_len)
+        if targets is None:
+            return self.lm_head(h), None
+        # The loss kernel folds the output projection in: no (B*T, V) logits tensor is kept.
+        loss = kernels.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight,
+                                            targets.reshape(-1), ignore_index=-100)
+        return None, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, eos_id: int | None = None):
+        """Sample ``max_new_tokens`` continuations of ``idx`` (B, T); temperature 0 = greedy.
+        No KV cache: the context is re-run each step (cropped to max_seq_len), as in nanoGPT."""
+        for _ in range(max_new_tokens):
+            ctx = idx[:, -self.cfg.max_seq_len:]
+            logits = self.lm_head(self.hidden_states(ctx)[:, -1, :]).float()
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k:
+                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat((idx, nxt), dim=1)
+            if eos_id is not None and bool((nxt == eos_id).all()):
+                break
+        return idx
