@@ -158,17 +158,22 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
-        # Position tables are derived, never trained or saved.
-        if cfg.pos_emb == "rope":
-            cos, sin = kernels.rotary_cos_sin(cfg.max_seq_len, cfg.head_dim, cfg.rope_base)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        else:
-            self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+        self.build_position_tables()
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    def build_position_tables(self, device=None):
+        """RoPE cos/sin or sinusoidal tables: derived from the config, never trained or saved."""
+        cfg = self.cfg
+        if cfg.pos_emb == "rope":
+            cos, sin = kernels.rotary_cos_sin(cfg.max_seq_len, cfg.head_dim, cfg.rope_base, device=device)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            table = sinusoidal_table(cfg.max_seq_len, cfg.d_model).to(device)
+            self.register_buffer("pos_table", table, persistent=False)
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -28,11 +28,14 @@ def id_fraction(doc_id: str) -> float:
 
 def val_ids(ids: list[str], fraction: float, min_docs: int) -> set[str]:
     """Ids whose hash falls below ``fraction``; at least the ``min_docs`` lowest hashes, so a
-    tiny corpus still has a validation set (chosen by hash too: still deterministic)."""
+    tiny corpus still has a validation set (chosen by hash too: still deterministic), and never
+    every document."""
     ranked = sorted(ids, key=id_fraction)
     chosen = {i for i in ranked if id_fraction(i) < fraction}
     if len(chosen) < min_docs:
-        chosen.update(ranked[:min(min_docs, max(len(ids) - 1, 0))])  # never the whole corpus
+        chosen.update(ranked[:min_docs])
+    if ids and len(chosen) >= len(ids):  # training needs at least one document
+        chosen.discard(ranked[-1])
     return chosen
 
 
