@@ -1,0 +1,84 @@
+"""pretrain: train the model on the tokenized corpus (next-token prediction).
+
+    python -m pipeline pretrain                              the composed config, as the DAG runs it
+    python -m pipeline pretrain in=results/tokenize/<key> out=my_model/ train.steps=200
+    python -m pipeline pretrain train.nproc=2                two processes (torchrun, DDP)
+    python -m pipeline pretrain train.strategy=fsdp train.nproc=4 train.precision=bf16
+
+Writes model.safetensors, model_config.json, tokenizer.json, metrics.jsonl, samples.txt,
+train_state.pt (to continue training), hf/ (a transformers checkpoint) and stats.json with
+tokens/s, MFU, final losses, and validation bits-per-byte beside a unigram model's.
+
+A killed run resumes: checkpoints live in ``.ckpt-<key>/`` next to the stage directory, and
+rerunning the same key continues from the newest one, step for step as if never stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.model import Config as ModelConfig
+from pipeline.pretrain.train_config import Config as TrainConfig
+
+INPUTS = ["tokenize"]
+VERSION = "1"
+
+
+@dataclass
+class Config:
+    # ${model} and ${train}, interpolated from the top-level groups (conf/pretrain/default.yaml)
+    # so both land in the key. Typed Any for Hydra (OmegaConf cannot merge an interpolation
+    # into a dataclass node); the top-level schemas check them, __post_init__ types them.
+    model: Any = field(default_factory=dict)
+    train: Any = field(default_factory=dict)
+    seed: int = 1234  # weights init and data order
+    # Validation windows scored at the end (spread over val; 0 = all of it).
+    final_eval_windows: int = 512
+    # Samples at the end: one per prompt, seeded; top-k sampling (GPT-2's samples used k=40).
+    prompts: list[str] = field(default_factory=lambda: [
+        "The", "Once upon a time", "In the beginning", "The history of", "def main():"])
+    sample_tokens: int = 64
+    sample_temperature: float = 0.8
+    sample_top_k: int = 40
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return cls(**d).typed()
+
+    def typed(self) -> "Config":
+        """model/train as their dataclasses (stages receive plain dicts; an empty one means
+        the defaults). Not a __post_init__: OmegaConf builds the schema through __init__ and
+        must see them untyped."""
+        model = self.model if isinstance(self.model, ModelConfig) else ModelConfig(**(self.model or {}))
+        train = self.train if isinstance(self.train, TrainConfig) else TrainConfig(**(self.train or {}))
+        return dataclasses.replace(self, model=model, train=train)
+
+
+def checkpoint_dir(out: Path) -> Path:
+    """Where resumable checkpoints live: beside the stage directory, under a name derived
+    from the final directory's (execute runs us in ``.tmp-<key>-<pid>``), so the rerun of a
+    killed key finds them."""
+    m = re.fullmatch(r"\.tmp-(.+)-\d+", out.name)
+    return out.parent / f".ckpt-{m.group(1) if m else out.name}"
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
+    from pipeline.pretrain import distributed, loop
+
+    cfg = cfg.typed()
+    cfg.train.validate()
+    ckpt = checkpoint_dir(out)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    spec = loop.Spec(config=asdict(cfg), data_dir=str(inputs["tokenize"]), out_dir=str(out), ckpt_dir=str(ckpt))
+    if cfg.train.world_size > 1:
+        spec.save(ckpt / "spec.json")
+        distributed.launch(cfg.train, ckpt / "spec.json", log)
+        stats = loop.read_worker_stats(out)
+    else:
+        stats = loop.train(spec, log)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the finished run's state is in out/ now
+    return stats

@@ -1,0 +1,128 @@
+"""Processes: the torchrun launch, the process group, and DDP / FSDP2 wrapping.
+
+One process trains in the stage's own process. With ``train.nproc > 1`` (or nnodes > 1) the
+stage launches
+
+    torchrun --standalone --nproc_per_node=N -m pipeline.pretrain.worker SPEC.json
+
+(multi-node: ``--nnodes=M --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT``, the same command
+on every node, e.g. behind ``train.launcher="srun --ntasks-per-node=1"``) and waits for it.
+torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; gloo runs the collectives on CPU, nccl on CUDA.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipeline.stage import StageError
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Dist:
+    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def pick_device(name: str, d: Dist) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise StageError("train.device=cuda but torch sees no CUDA device")
+        torch.cuda.set_device(d.local_rank)
+        return torch.device("cuda", d.local_rank)
+    return torch.device("cpu")
+
+
+def init(d: Dist, device: torch.device) -> None:
+    if d.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean(value: float, d: Dist, device: torch.device) -> float:
+    """The mean of a scalar over all processes (for logging the loss every rank saw)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / d.world_size
+
+
+def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool, d: Dist, device: torch.device) -> torch.nn.Module:
+    """DDP: a full replica per process, gradients all-reduced in buckets during backward.
+    FSDP2: each block's parameters sharded over the processes (all-gathered for its forward
+    and backward, gradients reduce-scattered), then the root (embedding, norm, head)."""
+    if not d.enabled:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    kwargs = {"offload_policy": CPUOffloadPolicy()} if cpu_offload else {}
+    for block in model.blocks:
+        fully_shard(block, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def no_sync(model: torch.nn.Module, last_micro: bool):
+    """Skip the gradient all-reduce on all but the last micro-step (DDP's no_sync; FSDP2's
+    set_requires_gradient_sync)."""
+    import contextlib
+
+    if hasattr(model, "no_sync") and not last_micro:
+        return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(last_micro)
+    return contextlib.nullcontext()
+
+
+def torchrun_command(cfg, spec: Path) -> list[str]:
+    cmd = shlex.split(cfg.launcher) + [sys.executable, "-m", "torch.distributed.run"]
+    if cfg.nnodes > 1:
+        cmd += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
+    else:
+        cmd += ["--standalone"]
+    cmd += [f"--nproc-per-node={cfg.nproc}", "-m", "pipeline.pretrain.worker", str(spec)]
+    return cmd
+
+
+def launch(cfg, spec: Path, log) -> None:
+    """Run the workers and wait; a failure names the command and where its log is."""
+    cmd = torchrun_command(cfg, spec)
+    log.info("launching %s", " ".join(cmd))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                        os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    if cfg.threads or "OMP_NUM_THREADS" not in env:
+        # torchrun would otherwise pin every worker to 1 thread; share the cores instead.
+        env["OMP_NUM_THREADS"] = str(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.nproc))
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise StageError(f"pretrain: the {cfg.nproc}-process run failed (exit {proc.returncode}): "
+                         f"{' '.join(cmd)}; see the worker output above and {spec.parent}/")

@@ -1,0 +1,117 @@
+"""Validation loss, bits per byte, the unigram baseline, and text samples."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipeline.pretrain.batches import windows
+
+
+def byte_level_table() -> dict[str, int]:
+    """GPT-2's byte <-> printable-character map, inverted: the character a byte-level BPE
+    vocabulary uses for each byte -> that byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def token_bytes(tokenizer_path: Path, vocab_size: int) -> np.ndarray:
+    """UTF-8 bytes each token id stands for (0 for special tokens and unused ids), so the
+    bytes under any slice of tokens are a sum — exact for byte-level BPE, where a token is
+    a fixed byte string even when it splits a UTF-8 character."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    special = set(tok.get_added_tokens_decoder())
+    inverse = byte_level_table()
+    out = np.zeros(vocab_size, dtype=np.int64)
+    for piece, i in tok.get_vocab(with_added_tokens=False).items():
+        if i >= vocab_size or i in special:
+            continue
+        if all(ch in inverse for ch in piece):
+            out[i] = len(piece)  # one character per byte
+        else:  # not byte-level: count the decoded text
+            out[i] = len(tok.decode([i]).encode("utf-8"))
+    return out
+
+
+@torch.no_grad()
+def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int,
+              autocast, device, rank: int = 0, world: int = 1) -> tuple[float, int]:
+    """(sum of next-token losses in nats, number of tokens) over windows ``starts``, shared
+    out between ranks; every rank runs the same number of forwards (FSDP needs that)."""
+    per_rank = -(-len(starts) // world)
+    mine = starts[rank * per_rank:(rank + 1) * per_rank]
+    weight = np.ones(per_rank)
+    if len(mine) < per_rank:  # pad with a repeat of some window, counted with weight 0
+        weight[len(mine):] = 0
+        mine = np.concatenate([mine, np.repeat(starts[:1], per_rank - len(mine))])
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, per_rank, batch_size):
+        x, y = windows(tokens, mine[i:i + batch_size], seq_len)
+        w = weight[i:i + batch_size]
+        y[torch.from_numpy(w == 0)] = -100
+        n = int((y != -100).sum())
+        with autocast():
+            _, loss = model(x.to(device), y.to(device))
+        if n:
+            total += float(loss) * n
+            count += n
+    model.train(was_training)
+    if world > 1:
+        t = torch.tensor([total, count], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        total, count = float(t[0]), int(t[1])
+    return total, count
+
+
+def target_bytes(tokens: np.ndarray, starts: np.ndarray, seq_len: int, per_token: np.ndarray) -> int:
+    """Bytes of text under the target tokens of windows ``starts``."""
+    return int(sum(per_token[np.asarray(tokens[s + 1:s + seq_len + 1], dtype=np.int64)].sum() for s in starts))
+
+
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    return nats / math.log(2) / max(n_bytes, 1)
+
+
+def unigram_nats(train: np.ndarray, val: np.ndarray, starts: np.ndarray, seq_len: int,
+                 vocab_size: int, alpha: float = 1.0) -> float:
+    """Summed nats of a unigram model (token frequencies on train, add-alpha smoothed) on the
+    same validation targets the model is scored on: the floor a model must beat."""
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    step = 1 << 24  # count in slices: the memmap may be larger than memory
+    for i in range(0, len(train), step):
+        counts += np.bincount(np.asarray(train[i:i + step], dtype=np.int64), minlength=vocab_size)[:vocab_size]
+    logp = np.log(counts + alpha) - np.log(counts.sum() + alpha * vocab_size)
+    return float(-sum(logp[np.asarray(val[s + 1:s + seq_len + 1], dtype=np.int64)].sum() for s in starts))
+
+
+def samples(model, tokenizer_path: Path, prompts: list[str], max_new_tokens: int, temperature: float,
+            top_k: int, seed: int, eos_id: int | None, device) -> list[str]:
+    """Continuations of each prompt (the tokenizer adds BOS as in training), seeded."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    model.eval()
+    for prompt in prompts:
+        ids = torch.tensor([tok.encode(prompt).ids], dtype=torch.long, device=device)
+        full = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                              generator=gen, eos_id=eos_id)[0].tolist()
+        new = full[ids.shape[1]:]
+        if eos_id is not None and eos_id in new:
+            new = new[:new.index(eos_id)]
+        out.append(prompt + tok.decode(new, skip_special_tokens=True))
+    return out

@@ -1,0 +1,111 @@
+"""train: how the model is trained — a top-level config group (conf/train/), read by pretrain.
+
+Defaults follow nanoGPT / GPT-3 / Llama practice for small models: AdamW (0.9, 0.95) with
+decoupled weight decay 0.1 on matrices only, linear warmup then cosine decay to 10% of the
+peak learning rate, gradient clipping at 1.0. The knobs that do not change what is learned
+(threads, logging, checkpoint cadence, launcher) are in ``pipeline.stage.NOT_IN_KEY``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.stage import StageError
+
+SCHEDULES = ("cosine", "wsd", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+STRATEGIES = ("ddp", "fsdp")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Config:
+    # -- length ------------------------------------------------------------------------------
+    steps: int = 600  # optimizer steps
+    # -- batch: global batch = batch_size x grad_accum x nproc x nnodes sequences of seq_len ----
+    batch_size: int = 16  # sequences per process per micro-step
+    grad_accum: int = 1  # micro-steps per optimizer step (gradients summed, loss averaged)
+    seq_len: int = 0  # 0 = the model's max_seq_len
+    # -- optimizer: AdamW with decoupled weight decay (Loshchilov & Hutter) ----------------------
+    lr: float = 3e-3  # peak learning rate; small models tolerate large ones (nanoGPT char: 1e-3)
+    min_lr_ratio: float = 0.1  # cosine/wsd end at lr x this (Chinchilla, Llama: 10%)
+    weight_decay: float = 0.1  # on weight matrices only; norms and embeddings are not decayed
+    beta1: float = 0.9
+    beta2: float = 0.95  # 0.95 rather than 0.999: steadier with large lr (GPT-3, Llama)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    # "auto": fused AdamW kernel where torch has one for the device, else the foreach one.
+    fused: str = "auto"  # auto | fused | foreach | loop
+    # -- schedule -----------------------------------------------------------------------------
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay, MiniCPM) | constant
+    warmup_steps: int = 30  # linear warmup from 0 (GPT-3: ~0.3% of tokens; short runs need more)
+    decay_frac: float = 0.2  # wsd: the last fraction of steps decays linearly to min lr
+    # -- precision and memory ------------------------------------------------------------------
+    # auto: bf16 autocast on GPUs that support it, fp16 (+loss scaling) on older GPUs, fp32 on CPU.
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    activation_checkpointing: bool = False  # recompute each block in the backward: less memory, ~30% slower
+    compile: bool = False  # torch.compile each block (needs a C++ compiler on CPU; slow to start)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (CPU runs are already bitwise repeatable)
+    # -- devices and processes -----------------------------------------------------------------
+    device: str = "auto"  # auto | cpu | cuda
+    nproc: int = 1  # processes per node; >1 launches torchrun (gloo on CPU, nccl on CUDA)
+    nnodes: int = 1  # >1: run the same command on every node (e.g. under srun), see rdzv_endpoint
+    strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard per block)
+    fsdp_cpu_offload: bool = False  # FSDP: keep parameters, gradients and optimizer state on the CPU
+    rdzv_endpoint: str = ""  # multi-node: host:port of the rendezvous (torchrun --rdzv-endpoint)
+    launcher: str = ""  # a prefix for the torchrun command, e.g. "srun --ntasks-per-node=1"
+    threads: int = 0  # torch threads per process; 0 = cores / processes
+    # -- evaluation, checkpoints, logs --------------------------------------------------------
+    eval_every: int = 100  # steps between validation losses
+    eval_batches: int = 8  # batches per periodic validation (the final one reads all of val)
+    checkpoint_every: int = 100  # steps between resumable checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept while training
+    log_every: int = 10  # steps between metrics.jsonl lines
+    progress: bool = True  # tqdm bar (hidden when stderr is not a terminal, tqdm's disable=None)
+    tensorboard: bool = False  # also write TensorBoard scalars (needs the tensorboard package)
+    peak_tflops: float = 0.0  # for MFU; 0 = a table of GPUs, or a measured matmul peak on CPU
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accum * self.world_size
+
+    def validate(self) -> "Config":
+        problems = []
+        for key, allowed in (("schedule", SCHEDULES), ("precision", PRECISIONS),
+                             ("strategy", STRATEGIES), ("device", DEVICES),
+                             ("fused", ("auto", "fused", "foreach", "loop"))):
+            if getattr(self, key) not in allowed:
+                problems.append(f"train.{key} must be one of {'|'.join(allowed)}, got {getattr(self, key)!r}")
+        for key in ("steps", "batch_size", "grad_accum", "nproc", "nnodes", "eval_batches", "log_every"):
+            if getattr(self, key) < 1:
+                problems.append(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            problems.append(f"train.warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if not 0 < self.decay_frac <= 1:
+            problems.append(f"train.decay_frac must be in (0, 1], got {self.decay_frac}")
+        if self.lr <= 0:
+            problems.append(f"train.lr must be > 0, got {self.lr}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            problems.append("train.nnodes > 1 needs train.rdzv_endpoint=HOST:PORT (the first node)")
+        if problems:
+            raise StageError("; ".join(problems))
+        return self
+
+
+def main(argv: list[str]) -> int:
+    """``python -m pipeline train [train=gpu] [train.lr=1e-3 ...]``: the resolved training
+    config, with the global batch it implies."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose
+
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nUsage: python -m pipeline train [train=PRESET] [train.KEY=VALUE ...]")
+        return 0
+    cfg = compose([a if a.startswith(("train", "experiment")) else f"train.{a}" for a in argv])
+    tc = Config(**OmegaConf.to_container(cfg.train, resolve=True)).validate()
+    print(OmegaConf.to_yaml(cfg.train, resolve=True))
+    print(f"# global batch: {tc.global_batch()} sequences per optimizer step")
+    return 0
