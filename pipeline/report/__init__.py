@@ -20,6 +20,7 @@ SECTIONS = [
     "pipeline.report.sections.overview",
     "pipeline.report.sections.funnel",
     "pipeline.report.sections.sources",
+    "pipeline.report.sections.tokenizer",
 ]
 
 
