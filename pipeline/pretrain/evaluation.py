@@ -69,7 +69,7 @@ def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch
             total += float(loss) * n
             count += n
     model.train(was_training)
-    if world > 1:
+    if world > 1 and dist.is_initialized():
         t = torch.tensor([total, count], dtype=torch.float64, device=device)
         dist.all_reduce(t)
         total, count = float(t[0]), int(t[1])

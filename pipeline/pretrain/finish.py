@@ -46,7 +46,6 @@ def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: P
     _export_hf(model, cfg, tokenizer, out / "hf", log)
 
     train_losses = [r["loss"] for r in _records(out / "metrics.jsonl") if "loss" in r]
-    val_losses = [r["val_loss"] for r in _records(out / "metrics.jsonl") if "val_loss" in r]
     trained_tokens = (stats["steps"] - stats["resumed_from_step"]) * stats["tokens_per_step"]
     tokens_per_s = trained_tokens / max(stats["train_wall_s"], 1e-9)
     peak_total = stats["peak_flops_per_process"] * stats["world_size"]
@@ -54,7 +53,6 @@ def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: P
         "tokens_per_s": round(tokens_per_s, 1),
         "mfu": round(stats["flops_per_token"] * tokens_per_s / peak_total, 4) if peak_total else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
-        "final_val_loss": val_losses[-1] if val_losses else None,
         "val_loss": nats / max(n, 1),
         "val_tokens_scored": n,
         "val_bytes_scored": n_bytes,

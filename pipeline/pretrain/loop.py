@@ -90,7 +90,7 @@ def _train(cfg, data_dir: Path, out: Path, ckpt_dir: Path, d, device, log) -> di
         raise StageError(f"train.seq_len={seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
     try:
         sampler = WindowSampler(data.train, seq_len, cfg.seed)
-        val_starts = eval_starts(len(data.val), seq_len, tc.eval_batches * tc.batch_size)
+        val_starts = eval_starts(len(data.val), seq_len, tc.eval_batches * tc.global_batch())
     except ValueError as err:
         raise StageError(f"pretrain: {data_dir}: {err}; use a shorter train.seq_len or more text") from None
 

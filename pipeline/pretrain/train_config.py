@@ -56,7 +56,7 @@ class Config:
     threads: int = 0  # torch threads per process; 0 = cores / processes
     # -- evaluation, checkpoints, logs --------------------------------------------------------
     eval_every: int = 100  # steps between validation losses
-    eval_batches: int = 8  # batches per periodic validation (the final one reads all of val)
+    eval_batches: int = 8  # global batches per periodic validation (the final one: final_eval_windows)
     checkpoint_every: int = 100  # steps between resumable checkpoints (and one at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept while training
     log_every: int = 10  # steps between metrics.jsonl lines
