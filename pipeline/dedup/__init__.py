@@ -1,0 +1,211 @@
+"""dedup: exact and MinHash-LSH near-duplicate removal, one document kept per cluster.
+
+Four steps, each a separate Snakemake rule so a cluster executor can spread the per-shard ones:
+
+    signatures  per shard   exact key, MinHash signature, LSH band keys    results/dedup_signatures/<key>/
+    buckets     gather      exact groups, band buckets -> candidate pairs  results/dedup_buckets/<key>/
+    clusters    gather      verify pairs, union-find, pick keepers         results/dedup_clusters/<key>/
+    remove      per shard   drop duplicates, record cluster id and size    results/dedup/<key>/ (the stage)
+
+Run on your own files (all four steps in one process):
+
+    python -m pipeline dedup in=my_docs/ out=deduped/ threshold=0.85 keep=longest workers=4
+
+Dropped documents carry the reason ``exact_duplicate`` or ``near_duplicate``; every document's
+meta gets ``dedup_cluster`` (the id of the document kept for its cluster) and
+``dedup_cluster_size``. ``examples.jsonl`` shows the largest clusters.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline import docs
+from pipeline.dedup.buckets import find_candidates
+from pipeline.dedup.clusters import build_clusters
+from pipeline.dedup.minhash import candidate_probability, lsh_params
+from pipeline.dedup.remove import remove_all
+from pipeline.dedup.signatures import signature_file, write_shard_signatures
+from pipeline.stage import StageError
+
+INPUTS: list[str] = ["collect"]
+VERSION = "1"
+
+
+@dataclass
+class Config:
+    # Shingles are word n-grams; 5 as in datatrove and Lee et al. 2022 (Gopher uses 5-13).
+    ngram: int = 5
+    # Jaccard similarity of shingle sets at or above which two documents are near-duplicates
+    # (0.8: datasketch's and text-dedup's usual setting; datatrove's 14x8 bands sit near 0.72).
+    threshold: float = 0.8
+    # MinHash permutations: datasketch's default 128 (datatrove uses 112).
+    num_perm: int = 128
+    # LSH bands x rows (bands * rows <= num_perm). 0 and 0: derived from the threshold, see
+    # pipeline/dedup/minhash.py:lsh_params (128 perms, 0.8, verified -> 21 x 6).
+    bands: int = 0
+    rows: int = 0
+    # How candidate pairs are confirmed: exact (Jaccard of the shingle sets, re-read from the
+    # shards), estimated (signature agreement), none (every LSH candidate counts, as datatrove).
+    verify: str = "exact"
+    # With verification, the derived bands x rows propose a pair at exactly the threshold with
+    # at least this probability (more above it).
+    candidate_recall: float = 0.99
+    # Which document of a cluster is kept: first (in input order) or longest (ties: first).
+    keep: str = "first"
+    # In a band bucket each document is paired with at most this many before it: all pairs in
+    # normal buckets, bounded work in a pathological one (thousands of templated pages).
+    bucket_window: int = 64
+    # Seed of the MinHash permutations (a dedup-local seed: a training seed sweep must not rerun dedup).
+    seed: int = 1
+    # Processes for the per-shard steps when run in one process (not part of the key).
+    workers: int = 1
+    # Clusters shown in examples.jsonl and the report, of each kind (near / exact).
+    sample_size: int = 5
+
+
+VERIFY = ("exact", "estimated", "none")
+KEEP = ("first", "longest")
+
+
+def lsh_shape(cfg: Config) -> tuple[int, int]:
+    """(bands, rows) after checking the config; a mistake names its key."""
+    if cfg.ngram < 1 or cfg.ngram > 64:
+        raise StageError(f"dedup.ngram must be in 1..64, got {cfg.ngram}")
+    if not 0 < cfg.threshold <= 1:
+        raise StageError(f"dedup.threshold must be in (0, 1], got {cfg.threshold}")
+    if cfg.verify not in VERIFY:
+        raise StageError(f"dedup.verify must be one of {VERIFY}, got {cfg.verify!r}")
+    if cfg.keep not in KEEP:
+        raise StageError(f"dedup.keep must be one of {KEEP}, got {cfg.keep!r}")
+    if cfg.num_perm < 1:
+        raise StageError(f"dedup.num_perm must be >= 1, got {cfg.num_perm}")
+    if not 0 < cfg.candidate_recall < 1:
+        raise StageError(f"dedup.candidate_recall must be in (0, 1), got {cfg.candidate_recall}")
+    if cfg.bucket_window < 1:
+        raise StageError(f"dedup.bucket_window must be >= 1, got {cfg.bucket_window}")
+    if (cfg.bands == 0) != (cfg.rows == 0):
+        raise StageError(f"dedup.bands and dedup.rows go together (both 0 = derive them); got "
+                         f"bands={cfg.bands} rows={cfg.rows}")
+    if cfg.bands:
+        if cfg.bands < 0 or cfg.rows < 0 or cfg.bands * cfg.rows > cfg.num_perm:
+            raise StageError(f"dedup.bands x dedup.rows = {cfg.bands} x {cfg.rows} must be positive and "
+                             f"at most dedup.num_perm = {cfg.num_perm}")
+        return cfg.bands, cfg.rows
+    return lsh_params(cfg.threshold, cfg.num_perm, cfg.verify, cfg.candidate_recall)
+
+
+def input_shards(source: Path) -> list[Path]:
+    paths = docs.shard_paths(source)
+    if not paths:
+        raise StageError(f"dedup: no document shards ({docs.SHARD_GLOB}) in {source}")
+    return paths
+
+
+def publish(target: Path, build) -> dict:
+    """Run ``build(tmp_dir) -> stats`` and rename the directory into place with its stats.json."""
+    target = Path(target)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.time()
+    try:
+        stats = build(tmp)
+        stats["wall_s"] = round(time.time() - started, 3)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return stats
+
+
+# ---------------------------------------------------------------- the steps
+
+def step_signatures(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -> None:
+    """Signature files of the shards named in ``args`` (all shards when none)."""
+    bands, rows = lsh_shape(cfg)
+    source = inputs[INPUTS[0]]
+    shards = [source / a for a in args] if args else input_shards(source)
+    for s in shards:
+        if not s.is_file():
+            raise StageError(f"dedup signatures: no shard {s}")
+    fn = partial(_signatures_of, cfg=cfg, bands=bands, rows=rows, out_dir=dirs["signatures"])
+    bar = tqdm(total=len(shards), desc="dedup signatures", unit="shard", disable=None)
+    if cfg.workers <= 1 or len(shards) <= 1:
+        for s in shards:
+            fn(s)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+            for _ in pool.map(fn, shards):
+                bar.update()
+    bar.close()
+
+
+def _signatures_of(shard: Path, cfg: Config, bands: int, rows: int, out_dir: Path) -> int:
+    return write_shard_signatures(shard, signature_file(out_dir, shard), cfg.ngram, cfg.num_perm, cfg.seed,
+                                  bands, rows, keep_sig=cfg.verify == "estimated")
+
+
+def step_buckets(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -> dict:
+    bands, rows = lsh_shape(cfg)
+    shards = input_shards(inputs[INPUTS[0]])
+    files = [signature_file(dirs["signatures"], s) for s in shards]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise StageError(f"dedup buckets: signature files missing (run the signatures step first): {missing[:3]}")
+    return publish(dirs["buckets"], lambda tmp: find_candidates(
+        files, [s.name for s in shards], bands, cfg.bucket_window, tmp, log))
+
+
+def step_clusters(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -> dict:
+    bands, rows = lsh_shape(cfg)
+    bucket_stats = json.loads((dirs["buckets"] / "stats.json").read_text())
+
+    def build(tmp: Path) -> dict:
+        summary = build_clusters(cfg, inputs[INPUTS[0]], dirs["buckets"], dirs["signatures"], tmp, log)
+        lsh = {"bands": bands, "rows": rows, "num_perm": cfg.num_perm, "threshold": cfg.threshold,
+               "verify": cfg.verify,
+               "candidate_probability_at_threshold": round(float(candidate_probability(cfg.threshold, bands, rows)), 4)}
+        return {**summary, "lsh": lsh, "buckets": bucket_stats}
+
+    return publish(dirs["clusters"], build)
+
+
+# Scatter/gather steps, in order; `python -m pipeline dedup --planned KEY RESULTS --step NAME [ARGS]`
+# runs one of them into results/dedup_<step>/<key>/ (see workflow/rules/data.smk).
+STEPS = {"signatures": step_signatures, "buckets": step_buckets, "clusters": step_clusters}
+
+
+def run(cfg: Config, inputs: dict, out: Path, log) -> dict:
+    """The removal step; the earlier steps run here too unless Snakemake ran them (dedup_clusters)."""
+    lsh_shape(cfg)
+    source = inputs[INPUTS[0]]
+    input_shards(source)
+    clusters = inputs.get("dedup_clusters")
+    work = None
+    if clusters is None:
+        work = out / ".work"
+        dirs = {step: work / step for step in STEPS}
+        for step, fn in STEPS.items():
+            started = time.time()
+            fn(cfg, inputs, dirs, [], log)
+            log.info("step %s: %.2fs", step, time.time() - started)
+        clusters = dirs["clusters"]
+    summary = json.loads((Path(clusters) / "stats.json").read_text())
+    summary["clusters_wall_s"] = summary.pop("wall_s", None)
+    stats = remove_all(source, Path(clusters) / "assign", out, cfg.workers)
+    shutil.copy(Path(clusters) / "examples.jsonl", out / "examples.jsonl")
+    if work is not None:
+        shutil.rmtree(work)
+    return {**stats, **summary}
