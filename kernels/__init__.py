@@ -11,6 +11,8 @@ Triton modules are first imported — they are imported lazily, on first use, fo
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 import torch
 
@@ -88,3 +90,20 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
             hidden, weight, targets, ignore_index, label_smoothing, chunk_size)
     return reference.linear_cross_entropy(hidden, weight, targets, ignore_index,
                                           label_smoothing, chunk_size)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``kernels.rms_norm`` and ``kernels.swiglu`` the functions.
+
+    Importing the submodule ``kernels/rms_norm.py`` makes Python set the package attribute
+    ``rms_norm`` to that module, which would silently replace the public function for every
+    later caller (the model). Submodules stay reachable through ``from kernels.rms_norm import``.
+    """
+
+    def __setattr__(self, name, value):
+        if name in __all__ and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

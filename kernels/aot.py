@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 
 import torch
 import triton
@@ -40,9 +41,12 @@ def specs(kernel: str, dtype: torch.dtype, head_dim: int, capability: int):
     return module.compile_specs(dtype=dtype, head_dim=head_dim, capability=capability)
 
 
-def report(kernel: str, dtype: str, head_dim: int, capability: int) -> list[dict]:
+def report(kernel: str, dtype: str, head_dim: int, capability: int, only: str = "") -> list[dict]:
+    """Compile every launch of ``kernel`` (whose name matches the regex ``only``); one row each."""
     rows = []
     for spec in specs(kernel, DTYPES[dtype], head_dim, capability):
+        if only and not re.search(only, spec.name):
+            continue
         compiled = compile_spec(spec, capability)
         rows.append({"kernel": kernel, "launch": spec.name, "dtype": dtype, "head_dim": head_dim,
                      "arch": capability, "shared": compiled.metadata.shared,
@@ -57,10 +61,11 @@ def main(argv=None):
     ap.add_argument("--kernel", nargs="*", default=list(KERNELS))
     ap.add_argument("--dtype", nargs="*", default=list(DTYPES))
     ap.add_argument("--head-dim", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--only", default="", help="regex on launch names, e.g. 'fwd'")
     ap.add_argument("--json", action="store_true", help="one JSON list on stdout")
     args = ap.parse_args(argv)
     rows = [r for k in args.kernel for d in args.dtype for h in args.head_dim for a in args.arch
-            for r in report(k, d, h, a)]
+            for r in report(k, d, h, a, args.only)]
     if args.json:
         print(json.dumps(rows))
         return

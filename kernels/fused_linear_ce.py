@@ -17,60 +17,58 @@ import triton.language as tl
 
 from ._common import INTERPRET, TRITON_DTYPE, CompileSpec
 
-GPU_BLOCK_V = 4096
-BLOCK_V = 8192 if INTERPRET else GPU_BLOCK_V
-NUM_WARPS = 8 if not INTERPRET else 1
+GPU_BLOCK_V, GPU_ROWS = 4096, 1
+# The interpreter pays per program: give it many rows per program (the GPU wants one).
+BLOCK_V, ROWS = (8192, 16) if INTERPRET else (GPU_BLOCK_V, GPU_ROWS)
+NUM_WARPS = 8
 
 
 @triton.jit
-def _ce_loss_and_grad(logits_ptr, stride, targets_ptr, loss_ptr, n_valid_ptr, V, ignore_index,
-                      eps, HAS_SMOOTHING: tl.constexpr, WITH_GRAD: tl.constexpr,
-                      BLOCK_V: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    logits_ptr += row * stride
-    target = tl.load(targets_ptr + row)
+def _ce_loss_and_grad(logits_ptr, stride, targets_ptr, loss_ptr, n_valid_ptr, n_rows, V,
+                      ignore_index, eps, HAS_SMOOTHING: tl.constexpr, WITH_GRAD: tl.constexpr,
+                      ROWS: tl.constexpr, BLOCK_V: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    target = tl.load(targets_ptr + rows, mask=row_ok, other=ignore_index)
+    valid = row_ok & (target != ignore_index)
+    logits_ptr += rows[:, None] * stride
     cols = tl.arange(0, BLOCK_V)
-    if target == ignore_index:
-        tl.store(loss_ptr + row, 0.0)
-        if WITH_GRAD:
-            for start in range(0, V, BLOCK_V):
-                tl.store(logits_ptr + start + cols, tl.zeros((BLOCK_V,), tl.float32).to(
-                    logits_ptr.dtype.element_ty), mask=start + cols < V)
-        return
 
     # Pass 1: online log-sum-exp over the vocab (and the logit sum, for label smoothing).
-    m = float("-inf")
-    d = 0.0
-    total = 0.0
+    m = tl.full((ROWS,), float("-inf"), tl.float32)
+    d = tl.zeros((ROWS,), tl.float32)
+    total = tl.zeros((ROWS,), tl.float32)
     for start in range(0, V, BLOCK_V):
-        mask = start + cols < V
-        x = tl.load(logits_ptr + start + cols, mask=mask, other=float("-inf")).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(x, axis=0))
-        d = d * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+        mask = row_ok[:, None] & (start + cols[None, :] < V)
+        x = tl.load(logits_ptr + start + cols[None, :], mask=mask, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(x, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows past the end: all -inf
+        d = d * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
         m = m_new
         if HAS_SMOOTHING:
-            total += tl.sum(tl.where(mask, x, 0.0), axis=0)
-    lse = m + tl.log(d)
-    x_target = tl.load(logits_ptr + target).to(tl.float32)
-    loss = lse - x_target
+            total += tl.sum(tl.where(mask, x, 0.0), axis=1)
+    lse = tl.where(row_ok, m + tl.log(tl.where(row_ok, d, 1.0)), 0.0)  # 0 past the last row, not -inf
+    x_target = tl.load(logits_ptr + tl.where(valid, target, 0)[:, None], mask=valid[:, None], other=0.0)
+    loss = lse - tl.sum(x_target.to(tl.float32), axis=1)
     if HAS_SMOOTHING:
         # (1-eps) * nll + eps * mean over the vocab of -log p
         loss = (1.0 - eps) * loss + eps * (lse - total / V)
-    tl.store(loss_ptr + row, loss)
+    tl.store(loss_ptr + rows, tl.where(valid, loss, 0.0), mask=row_ok)
 
-    # Pass 2: d loss / d logits = (softmax - eps/V - (1-eps) * onehot) / n_valid, in place.
+    # Pass 2: d loss / d logits = (softmax - eps/V - (1-eps) * onehot) / n_valid, written over
+    # the logits; zero on ignored rows (the buffer is reused as their gradient too).
     if WITH_GRAD:
-        inv_n = 1.0 / tl.load(n_valid_ptr)
+        scale = tl.where(valid, 1.0 / tl.load(n_valid_ptr), 0.0)[:, None]
         for start in range(0, V, BLOCK_V):
-            mask = start + cols < V
-            x = tl.load(logits_ptr + start + cols, mask=mask, other=0.0).to(tl.float32)
-            g = tl.exp(x - lse)
+            mask = row_ok[:, None] & (start + cols[None, :] < V)
+            x = tl.load(logits_ptr + start + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            g = tl.exp(x - lse[:, None])
+            hit = (start + cols[None, :]) == target[:, None]
             if HAS_SMOOTHING:
-                g = g - eps / V
-                g = tl.where(start + cols == target, g - (1.0 - eps), g)
+                g = tl.where(hit, g - eps / V - (1.0 - eps), g - eps / V)
             else:
-                g = tl.where(start + cols == target, g - 1.0, g)
-            tl.store(logits_ptr + start + cols, (g * inv_n).to(logits_ptr.dtype.element_ty), mask=mask)
+                g = tl.where(hit, g - 1.0, g)
+            tl.store(logits_ptr + start + cols[None, :], (g * scale).to(logits_ptr.dtype.element_ty), mask=mask)
 
 
 class FusedLinearCrossEntropy(torch.autograd.Function):
@@ -90,10 +88,11 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk_size)
             h = hidden[rows]
             logits = h @ weight.t()  # (chunk, V) in the input dtype; the kernel upcasts
-            _ce_loss_and_grad[(h.shape[0],)](
-                logits, logits.stride(0), targets[rows], loss_rows[rows], n_valid, V, ignore_index,
+            n = h.shape[0]
+            _ce_loss_and_grad[(triton.cdiv(n, ROWS),)](
+                logits, logits.stride(0), targets[rows], loss_rows[rows], n_valid, n, V, ignore_index,
                 label_smoothing, HAS_SMOOTHING=label_smoothing > 0, WITH_GRAD=want_gh or want_gw,
-                BLOCK_V=BLOCK_V, num_warps=NUM_WARPS)
+                ROWS=ROWS, BLOCK_V=BLOCK_V, num_warps=NUM_WARPS)
             if want_gh:
                 torch.matmul(logits, weight, out=grad_hidden[rows])
             if want_gw:
@@ -121,8 +120,9 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
 
 def compile_specs(dtype: torch.dtype, capability: int, **_):
     sig = {"logits_ptr": "*" + TRITON_DTYPE[dtype], "stride": "i32", "targets_ptr": "*i64",
-           "loss_ptr": "*fp32", "n_valid_ptr": "*fp32", "V": "i32", "ignore_index": "i32", "eps": "fp32"}
+           "loss_ptr": "*fp32", "n_valid_ptr": "*fp32", "n_rows": "i32", "V": "i32", "ignore_index": "i32",
+           "eps": "fp32"}
     return [CompileSpec(f"linear_ce_{'smooth' if smooth else 'plain'}", _ce_loss_and_grad, sig,
-                        {"HAS_SMOOTHING": smooth, "WITH_GRAD": True, "BLOCK_V": GPU_BLOCK_V},
+                        {"HAS_SMOOTHING": smooth, "WITH_GRAD": True, "ROWS": GPU_ROWS, "BLOCK_V": GPU_BLOCK_V},
                         8, 1, aligned=(0, 2, 3, 4))
             for smooth in (False, True)]
