@@ -123,9 +123,9 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
 
     dtype = encode.dtype_for(cfg.vocab_size)
     t0 = time.time()
-    parts = encode.encode_shards(shards, out / "parts", tok.to_str(), val, tok.token_to_id(cfg.eos_token),
-                                 dtype, cfg.workers)
-    counts = {split: encode.concatenate(shards, out / "parts", out, split, dtype) for split in encode.SPLITS}
+    names, parts = encode.encode_shards(shards, out / "parts", tok.to_str(), val, tok.token_to_id(cfg.eos_token),
+                                        dtype, cfg.workers)
+    counts = {split: encode.concatenate(names, out / "parts", out, split, dtype) for split in encode.SPLITS}
     encode_s = time.time() - t0
     shutil.rmtree(out / "parts")
 

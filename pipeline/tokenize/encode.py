@@ -1,9 +1,10 @@
-"""Encode document shards into flat token files, in parallel over shards.
+"""Encode document shards into flat token files, in parallel worker processes.
 
 Each document becomes ``[bos] text-tokens [eos]`` and goes to ``train`` or ``val`` by a hash of
 its id, so the split is the same on every run and on every machine, whatever the shard
-layout or worker count. Workers write one part per (shard, split); the parent concatenates
-the parts in shard order, so the output is identical for any number of workers.
+layout or worker count. Shards are cut into row ranges of about equal bytes; workers write
+one part per (range, split) and the parent concatenates the parts in corpus order, so the
+output is byte-identical for any number of workers.
 """
 from __future__ import annotations
 
@@ -46,24 +47,48 @@ def dtype_for(vocab_size: int) -> np.dtype:
 @dataclass
 class ShardJob:
     shard: Path
-    parts: Path  # directory for this shard's parts
+    rows: tuple[int, int]  # [start, end) rows of the shard: big shards are cut into pieces
+    parts: Path  # directory for the parts
     tokenizer_json: str
     val: frozenset
     eos_id: int
     dtype: str
 
+    @property
+    def name(self) -> str:
+        return f"{self.shard.stem}-{self.rows[0]:08d}"
+
 
 def _init_worker() -> None:
-    # Parallelism comes from processes, one per shard: keep each one's tokenizer single-threaded.
+    # Parallelism comes from processes: keep each one's tokenizer single-threaded.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
+def plan_jobs(shards: list[Path], workers: int, max_job_bytes: int = 16_000_000) -> list[tuple[Path, tuple[int, int]]]:
+    """Row ranges of about equal text bytes, several per worker, in corpus order: a few large
+    documents (books) in one shard would otherwise keep one worker busy while the rest idle."""
+    sizes = [pq.read_table(s, columns=["text"]).column("text").to_pylist() for s in shards]
+    sizes = [[len(t.encode("utf-8")) if t else 0 for t in texts] for texts in sizes]
+    total = sum(map(sum, sizes))
+    target = max(1, min(max_job_bytes, total // max(4 * workers, 1)))
+    jobs = []
+    for shard, row_sizes in zip(shards, sizes):
+        start, acc = 0, 0
+        for i, n in enumerate(row_sizes):
+            acc += n
+            if acc >= target and i + 1 < len(row_sizes):
+                jobs.append((shard, (start, i + 1)))
+                start, acc = i + 1, 0
+        jobs.append((shard, (start, len(row_sizes))))
+    return jobs
+
+
 def encode_shard(job: ShardJob) -> dict:
-    """Encode one shard; write ``<shard>.<split>.bin`` and ``.len.npy``; return counts."""
+    """Encode rows of one shard; write ``<part>.<split>.bin`` and ``.len.npy``; return counts."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(job.tokenizer_json)
-    table = pq.read_table(job.shard, columns=["id", "text"])
+    table = pq.read_table(job.shard, columns=["id", "text"]).slice(job.rows[0], job.rows[1] - job.rows[0])
     ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
     stats = {"docs_in": len(ids), "empty": 0}
     by_split: dict[str, list[int]] = {s: [] for s in SPLITS}
@@ -77,8 +102,8 @@ def encode_shard(job: ShardJob) -> dict:
         # bos comes from the tokenizer's post-processor; eos closes every document.
         seqs = [np.asarray(e.ids + [job.eos_id], dtype=job.dtype) for e in encodings]
         tokens = np.concatenate(seqs) if seqs else np.zeros(0, dtype=job.dtype)
-        tokens.tofile(job.parts / f"{job.shard.stem}.{split}.bin")
-        np.save(job.parts / f"{job.shard.stem}.{split}.len.npy", np.array([len(s) for s in seqs], dtype=np.int64))
+        tokens.tofile(job.parts / f"{job.name}.{split}.bin")
+        np.save(job.parts / f"{job.name}.{split}.len.npy", np.array([len(s) for s in seqs], dtype=np.int64))
         stats[f"{split}_docs"] = len(rows)
         stats[f"{split}_tokens"] = int(tokens.size)
         stats[f"{split}_bytes"] = sum(len(texts[r].encode("utf-8")) for r in rows)
@@ -87,10 +112,12 @@ def encode_shard(job: ShardJob) -> dict:
 
 
 def encode_shards(shards: list[Path], parts: Path, tokenizer_json: str, val: set[str], eos_id: int,
-                  dtype: np.dtype, workers: int) -> list[dict]:
+                  dtype: np.dtype, workers: int) -> tuple[list[str], list[dict]]:
+    """Encode every shard; -> (part names in corpus order, per-part counts)."""
     parts.mkdir(parents=True, exist_ok=True)
-    jobs = [ShardJob(s, parts, tokenizer_json, frozenset(val), eos_id, dtype.str) for s in shards]
-    bar = tqdm(total=len(jobs), desc="tokenize: encode", unit="shard", disable=None)
+    frozen = frozenset(val)
+    jobs = [ShardJob(s, rows, parts, tokenizer_json, frozen, eos_id, dtype.str) for s, rows in plan_jobs(shards, workers)]
+    bar = tqdm(total=len(jobs), desc="tokenize: encode", unit="part", disable=None)
     results = []
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:
@@ -104,19 +131,19 @@ def encode_shards(shards: list[Path], parts: Path, tokenizer_json: str, val: set
                 results.append(r)
                 bar.update()
     bar.close()
-    return results
+    return [j.name for j in jobs], results
 
 
-def concatenate(shards: list[Path], parts: Path, out: Path, split: str, dtype: np.dtype) -> tuple[int, int]:
-    """Join the parts of ``split`` in shard order into ``<split>.bin`` and its offset index
+def concatenate(names: list[str], parts: Path, out: Path, split: str, dtype: np.dtype) -> tuple[int, int]:
+    """Join the parts of ``split`` in corpus order into ``<split>.bin`` and its offset index
     ``<split>.idx.npy`` (n_docs + 1 start offsets; document i is tokens[idx[i]:idx[i+1]])."""
-    lengths = [np.load(parts / f"{s.stem}.{split}.len.npy") for s in shards]
+    lengths = [np.load(parts / f"{n}.{split}.len.npy") for n in names]
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
     np.cumsum(all_lengths, out=offsets[1:])
     with open(out / f"{split}.bin", "wb") as f:
-        for s in shards:
-            part = parts / f"{s.stem}.{split}.bin"
+        for n in names:
+            part = parts / f"{n}.{split}.bin"
             f.write(part.read_bytes())
             part.unlink()
     np.save(out / f"{split}.idx.npy", offsets)

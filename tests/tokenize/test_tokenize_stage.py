@@ -113,3 +113,16 @@ def test_token_dtype_follows_the_vocabulary_size():
     assert encode.dtype_for(4096) == np.uint16
     assert encode.dtype_for(65536) == np.uint16
     assert encode.dtype_for(65537) == np.uint32
+
+
+def test_jobs_cover_every_row_once_in_order_and_split_big_shards(tmp_path):
+    collect = tmp_path / "collect"
+    make_corpus(collect, n_docs=40, shard_docs=20)
+    shards = sorted(collect.glob("shard-*.parquet"))
+    jobs = encode.plan_jobs(shards, workers=4)
+    assert len(jobs) > len(shards)  # 2 shards, 4 workers: shards are cut into row ranges
+    for shard in shards:
+        ranges = [rows for s, rows in jobs if s == shard]
+        assert ranges[0][0] == 0 and ranges[-1][1] == 20
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(ranges, ranges[1:]))
+    assert [s for s, _ in jobs] == sorted(s for s, _ in jobs)  # corpus order
