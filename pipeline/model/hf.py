@@ -64,11 +64,12 @@ def from_hf_name(name: str) -> str:
 
 
 def _special_tokens(tokenizer_json: Path) -> dict[str, str]:
-    """bos/eos/pad strings: from the tokenize stage's meta.json beside the tokenizer, else the
-    stage's defaults when the tokenizer has them."""
-    meta = tokenizer_json.parent / "meta.json"
-    if meta.is_file():
-        return json.loads(meta.read_text())["special_token_strings"]
+    """bos/eos/pad strings: from the tokenize stage's meta.json beside the tokenizer (or the
+    copy pretrain keeps as tokenizer_meta.json), else the stage's defaults when present."""
+    for name in ("meta.json", "tokenizer_meta.json"):
+        meta = tokenizer_json.parent / name
+        if meta.is_file() and "special_token_strings" in (m := json.loads(meta.read_text())):
+            return m["special_token_strings"]
     vocab = json.loads(tokenizer_json.read_text())["model"]["vocab"]
     defaults = {"bos": "<|bos|>", "eos": "<|endoftext|>", "pad": "<|pad|>"}
     return {k: v for k, v in defaults.items() if v in vocab}

@@ -102,3 +102,19 @@ def test_checkpoints_the_model_cannot_represent_are_refused(change, message):
     assert config_from_hf(base).d_model == 64
     with pytest.raises(ValueError, match=message):
         config_from_hf({**base, **change})
+
+
+def test_special_token_names_come_from_the_tokenize_meta(tmp_path, tokenizer_json):
+    from transformers import AutoTokenizer
+
+    copy = tmp_path / "model" / "tokenizer.json"
+    copy.parent.mkdir()
+    copy.write_text(tokenizer_json.read_text())
+    # pretrain keeps the tokenize stage's meta.json beside its tokenizer as tokenizer_meta.json
+    strings = {"bos": "<|user|>", "eos": "<|sentinel_0|>", "pad": "<|pad|>"}
+    (copy.parent / "tokenizer_meta.json").write_text(json.dumps({"special_token_strings": strings}))
+    export_hf(model_with_random_norms(), copy, tmp_path / "hf")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert (tok.bos_token, tok.eos_token) == ("<|user|>", "<|sentinel_0|>")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (3, 4)
