@@ -36,7 +36,7 @@ from pipeline.dedup.remove import remove_all
 from pipeline.dedup.signatures import signature_file, write_shard_signatures
 from pipeline.stage import StageError
 
-INPUTS: list[str] = ["collect"]
+INPUTS: list[str] = ["filter"]
 VERSION = "1"
 
 
@@ -174,7 +174,7 @@ def step_clusters(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -
 
     def build(tmp: Path) -> dict:
         summary = build_clusters(cfg, inputs[INPUTS[0]], dirs["buckets"], dirs["signatures"], tmp, log)
-        lsh = {"bands": bands, "rows": rows, "num_perm": cfg.num_perm, "threshold": cfg.threshold,
+        lsh = {"ngram": cfg.ngram, "bands": bands, "rows": rows, "num_perm": cfg.num_perm, "threshold": cfg.threshold,
                "verify": cfg.verify,
                "candidate_probability_at_threshold": round(float(candidate_probability(cfg.threshold, bands, rows)), 4)}
         return {**summary, "lsh": lsh, "buckets": bucket_stats}

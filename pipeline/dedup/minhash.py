@@ -68,11 +68,15 @@ def _balanced(threshold: float, num_perm: int) -> tuple[int, int]:
     """datasketch's rule (MinHashLSH._optimal_param, equal weights): the split of num_perm that
     minimizes false-positive area below the threshold plus false-negative area above it."""
     grid_lo, grid_hi = np.linspace(0, threshold, 200), np.linspace(threshold, 1, 200)
+
+    def area(y, x):  # trapezoid rule
+        return float(((y[1:] + y[:-1]) * np.diff(x)).sum() / 2)
+
     best, best_err = (1, 1), np.inf
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = np.trapezoid(candidate_probability(grid_lo, b, r), grid_lo)
-            fn = np.trapezoid(1 - candidate_probability(grid_hi, b, r), grid_hi)
+            fp = area(candidate_probability(grid_lo, b, r), grid_lo)
+            fn = area(1 - candidate_probability(grid_hi, b, r), grid_hi)
             if 0.5 * fp + 0.5 * fn < best_err:
                 best, best_err = (b, r), 0.5 * fp + 0.5 * fn
     return best
