@@ -1,0 +1,65 @@
+"""scrub: replace personal data (e-mails, phones, cards, IBANs, public IPs, US SSNs, secrets) with placeholders or pseudonyms.
+
+Detection is a regex for candidates and a validator for each type (phonenumbers, Luhn,
+mod-97, ipaddress; see detect.py). Each replacement is a typed placeholder (<EMAIL>,
+<PHONE>, <CREDIT_CARD>, <IBAN>, <IP_ADDRESS>, <US_SSN>, <SECRET>) or, with
+replacement=pseudonym, a fake value consistent within the document (see replace.py).
+stats.json counts every type (`pii`), also per source; each document's meta gets its counts.
+A document that was only PII (an address list) is dropped as `only_pii`; empty ones as `empty`.
+
+Usage:
+    python -m pipeline scrub                                 (on the configured upstream output)
+    python -m pipeline scrub in=posts.jsonl out=clean.jsonl replacement=pseudonym
+    from pipeline.scrub import Config, scrub_text; scrub_text("mail me: a@b.org", Config())
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from pipeline.docs import map_shards
+from pipeline.scrub.apply import scrub_shard, scrub_text
+from pipeline.scrub.detect import KINDS
+from pipeline.stage import StageError
+
+INPUTS = ["filter"]  # TODO(lead): ["dedup"] once dedup is registered
+VERSION = "1"
+
+__all__ = ["Config", "INPUTS", "VERSION", "run", "scrub_text"]
+
+
+@dataclass
+class Config:
+    # Which detectors run (all by default): email phone credit_card iban ip_address us_ssn
+    # aws_access_key github_token private_key password.
+    types: list[str] = field(default_factory=lambda: list(KINDS))
+    replacement: str = "placeholder"  # placeholder (<EMAIL>) | pseudonym (person1@example.com, consistent per document)
+    # Regions whose national formats count as phones ("(415) 555-0134", "020 7946 0958");
+    # numbers written with + or 00 are checked against every country. More regions, more
+    # recall on national numbers and more risk of reading other digit groups as phones.
+    phone_regions: list[str] = field(default_factory=lambda: ["US", "GB"])
+    drop_only_pii: bool = True  # a document that is nothing but PII (an address list) is dropped
+    skip_sources: list[str] = field(default_factory=list)  # fnmatch globs left untouched
+    workers: int = 1
+
+    def __post_init__(self):
+        unknown = sorted(set(self.types) - set(KINDS))
+        if unknown:
+            raise StageError(f"scrub.types: unknown type(s) {unknown}; choose from {list(KINDS)}")
+        if self.replacement not in ("placeholder", "pseudonym"):
+            raise StageError(f"scrub.replacement: {self.replacement!r} is neither 'placeholder' nor 'pseudonym'")
+        import phonenumbers
+
+        bad = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if bad:
+            raise StageError(f"scrub.phone_regions: {bad} are not ISO 3166 region codes phonenumbers knows (e.g. US, GB, DE)")
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
+    log.info("scrub config: %s", dataclasses.asdict(cfg))
+    (upstream,) = inputs.values()
+    stats = map_shards(partial(scrub_shard, cfg), upstream, out, cfg.workers, desc="scrub")
+    log.info("scrub: %d of %d documents held PII: %s", stats["docs_with_pii"], stats["docs_in"], stats["pii"])
+    return stats

@@ -1,0 +1,62 @@
+"""The shard function: find, replace, count; drop documents left with nothing but placeholders."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from fnmatch import fnmatchcase
+
+from pipeline.scrub.detect import find
+from pipeline.scrub.replace import replace
+
+# What is left of a document once its PII is gone: punctuation, labels and whitespace.
+_RESIDUE = re.compile(r"[\W_]+")
+
+
+def _only_pii(text: str, spans) -> bool:
+    pos, rest = 0, []
+    for s in spans:
+        rest.append(text[pos:s.start])
+        pos = s.end
+    rest.append(text[pos:])
+    words = _RESIDUE.sub(" ", "".join(rest)).split()
+    # "Email:", "Tel" and the like are labels, not content.
+    return len(words) <= 2 * len(spans) and sum(map(len, words)) < 4 * len(spans) + 8
+
+
+def scrub_text(text: str, cfg) -> tuple[str, list]:
+    """(scrubbed text, spans found) for one text with the stage's config."""
+    spans = find(text, frozenset(cfg.types), tuple(cfg.phone_regions))
+    return replace(text, spans, cfg.replacement), spans
+
+
+def scrub_shard(cfg, rows: list[dict]):
+    """map_shards' shard function: (kept rows, [(row, reason)], counters)."""
+    kept, dropped = [], []
+    counts = {"pii": Counter(), "pii_by_source": Counter(), "docs_with_pii_by_source": Counter()}
+    docs_with_pii = 0
+    for row in rows:
+        text = row["text"]
+        if not text or not text.strip():
+            dropped.append((row, "empty"))
+            continue
+        if any(fnmatchcase(row["source"], g) for g in cfg.skip_sources):
+            kept.append(row)
+            continue
+        new, spans = scrub_text(text, cfg)
+        if not spans:
+            kept.append(row)
+            continue
+        docs_with_pii += 1
+        found = Counter(s.kind for s in spans)
+        counts["pii"].update(found)
+        counts["pii_by_source"].update({f"{row['source']}|{k}": v for k, v in found.items()})
+        counts["docs_with_pii_by_source"][row["source"]] += 1
+        meta = json.loads(row["meta"] or "{}")
+        meta["pii"] = dict(found)
+        out = {**row, "text": new, "meta": json.dumps(meta, ensure_ascii=False)}
+        if cfg.drop_only_pii and _only_pii(text, spans):
+            dropped.append((out, "only_pii"))  # the scrubbed text: dropped/ holds no PII either
+        else:
+            kept.append(out)
+    return kept, dropped, {**{k: dict(v) for k, v in counts.items()}, "docs_with_pii": docs_with_pii}
