@@ -11,6 +11,7 @@ Triton modules are first imported — they are imported lazily, on first use, fo
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -37,11 +38,24 @@ def get_backend() -> str:
     return _backend
 
 
+# Triton is an optional dependency (the `gpu` extra): CPU-only installs run the references.
+_HAVE_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def _use_triton(t: torch.Tensor) -> bool:
-    return _backend == "triton" or (_backend == "auto" and t.is_cuda)
+    if _backend == "triton":
+        return True
+    return _backend == "auto" and t.is_cuda and _HAVE_TRITON
 
 
-def _triton(module: str):
+def _triton(module: str, t: torch.Tensor):
+    if not _HAVE_TRITON:
+        raise RuntimeError("kernels backend 'triton' needs the triton package (pip install 'lmdag[gpu]')")
+    import triton
+
+    if not t.is_cuda and not triton.knobs.runtime.interpret:
+        raise RuntimeError(f"kernels backend 'triton' got {t.device.type} tensors: Triton runs on CUDA, or on "
+                           "the CPU through its interpreter when TRITON_INTERPRET=1 is set before kernels load")
     return importlib.import_module(f"{__name__}.{module}")
 
 
@@ -52,28 +66,28 @@ def attention(q, k, v, causal: bool = True, prefix_len=None, scale: float | None
     bidirectionally, the rest is causal (prefix decoder). Ignored when ``causal`` is False.
     """
     if _use_triton(q):
-        return _triton("flash_attention").attention(q, k, v, causal, prefix_len, scale)
+        return _triton("flash_attention", q).attention(q, k, v, causal, prefix_len, scale)
     return reference.attention(q, k, v, causal, prefix_len, scale)
 
 
 def rms_norm(x, weight, eps: float = 1e-6):
     """x: (..., D), weight: (D,). Computes in fp32, returns x.dtype."""
     if _use_triton(x):
-        return _triton("rms_norm").rms_norm(x, weight, eps)
+        return _triton("rms_norm", x).rms_norm(x, weight, eps)
     return reference.rms_norm(x, weight, eps)
 
 
 def apply_rotary(q, k, cos, sin):
     """Hugging Face Llama rotate_half rotary; cos, sin: (T, D//2). Returns (q, k) rotated."""
     if _use_triton(q):
-        return _triton("rotary").apply_rotary(q, k, cos, sin)
+        return _triton("rotary", q).apply_rotary(q, k, cos, sin)
     return reference.apply_rotary(q, k, cos, sin)
 
 
 def swiglu(gate, up):
     """silu(gate) * up."""
     if _use_triton(gate):
-        return _triton("swiglu").swiglu(gate, up)
+        return _triton("swiglu", gate).swiglu(gate, up)
     return reference.swiglu(gate, up)
 
 
@@ -86,7 +100,7 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
     weight are computed chunk by chunk during the forward. Returns a float32 scalar.
     """
     if _use_triton(hidden):
-        return _triton("fused_linear_ce").linear_cross_entropy(
+        return _triton("fused_linear_ce", hidden).linear_cross_entropy(
             hidden, weight, targets, ignore_index, label_smoothing, chunk_size)
     return reference.linear_cross_entropy(hidden, weight, targets, ignore_index,
                                           label_smoothing, chunk_size)

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, TRITON_DTYPE, CompileSpec
+from .reference import scale_stored_grads
 
 GPU_BLOCK_V, GPU_ROWS = 4096, 1
 # The interpreter pays per program: give it many rows per program (the GPU wants one).
@@ -71,43 +72,28 @@ def _ce_loss_and_grad(logits_ptr, stride, targets_ptr, loss_ptr, n_valid_ptr, n_
             tl.store(logits_ptr + start + cols[None, :], (g * scale).to(logits_ptr.dtype.element_ty), mask=mask)
 
 
+def matmul_dtype(hidden, weight) -> torch.dtype:
+    """The dtype the lm-head matmuls run in: autocast's when it is on (training keeps fp32
+    master weights and runs matmuls in bf16), else the inputs' common dtype."""
+    if torch.is_autocast_enabled(hidden.device.type):
+        return torch.get_autocast_dtype(hidden.device.type)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
 class FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, ignore_index, label_smoothing, chunk_size, with_grad):
-        N, H = hidden.shape
-        V = weight.shape[0]
-        hidden = hidden if hidden.stride(-1) == 1 else hidden.contiguous()
-        targets = targets.contiguous()
-        want_gh = with_grad and ctx.needs_input_grad[0]
-        want_gw = with_grad and ctx.needs_input_grad[1]
-        n_valid = (targets != ignore_index).sum().clamp_(min=1).to(torch.float32)
-        loss_rows = torch.empty(N, dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden) if want_gh else None
-        grad_weight = torch.zeros_like(weight) if want_gw else None
-        for start in range(0, N, chunk_size):
-            rows = slice(start, start + chunk_size)
-            h = hidden[rows]
-            logits = h @ weight.t()  # (chunk, V) in the input dtype; the kernel upcasts
-            n = h.shape[0]
-            _ce_loss_and_grad[(triton.cdiv(n, ROWS),)](
-                logits, logits.stride(0), targets[rows], loss_rows[rows], n_valid, n, V, ignore_index,
-                label_smoothing, HAS_SMOOTHING=label_smoothing > 0, WITH_GRAD=want_gh or want_gw,
-                ROWS=ROWS, BLOCK_V=BLOCK_V, num_warps=NUM_WARPS)
-            if want_gh:
-                torch.matmul(logits, weight, out=grad_hidden[rows])
-            if want_gw:
-                grad_weight.addmm_(logits.t(), h)
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        return loss_rows.sum() / n_valid  # fp32 whatever the input dtype, as Liger returns it
+        mm = matmul_dtype(hidden, weight)
+        with torch.autocast(hidden.device.type, enabled=False):  # dtypes are explicit below
+            grads, loss = _forward(ctx, hidden, weight, targets, ignore_index, label_smoothing,
+                                   chunk_size, with_grad, mm)
+        ctx.save_for_backward(*grads)
+        ctx.consumed = False
+        return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        # The gradients are ours alone (made in forward), so scale them in place.
-        if grad_hidden is not None:
-            grad_hidden.mul_(grad_out.to(grad_hidden.dtype))
-        if grad_weight is not None:
-            grad_weight.mul_(grad_out.to(grad_weight.dtype))
+        grad_hidden, grad_weight = scale_stored_grads(ctx, grad_out)
         return grad_hidden, grad_weight, None, None, None, None, None
 
 
@@ -116,6 +102,38 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
     with_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     return FusedLinearCrossEntropy.apply(hidden, weight, targets, int(ignore_index),
                                          float(label_smoothing), int(chunk_size), with_grad)
+
+
+def _forward(ctx, hidden, weight, targets, ignore_index, label_smoothing, chunk_size, with_grad, mm):
+    N, H = hidden.shape
+    V = weight.shape[0]
+    hidden = hidden if hidden.stride(-1) == 1 else hidden.contiguous()
+    targets = targets.contiguous()
+    want_gh = with_grad and ctx.needs_input_grad[0]
+    want_gw = with_grad and ctx.needs_input_grad[1]
+    w = weight.to(mm)  # no copy unless autocast asks for a lower precision
+    n_valid = (targets != ignore_index).sum().clamp_(min=1).to(torch.float32)
+    loss_rows = torch.empty(N, dtype=torch.float32, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if want_gh else None
+    grad_weight = torch.zeros_like(weight) if want_gw else None
+    for start in range(0, N, chunk_size):
+        rows = slice(start, start + chunk_size)
+        h = hidden[rows].to(mm)
+        logits = h @ w.t()  # (chunk, V) in the matmul dtype; the kernel computes in fp32
+        n = h.shape[0]
+        _ce_loss_and_grad[(triton.cdiv(n, ROWS),)](
+            logits, logits.stride(0), targets[rows], loss_rows[rows], n_valid, n, V, ignore_index,
+            label_smoothing, HAS_SMOOTHING=label_smoothing > 0, WITH_GRAD=want_gh or want_gw,
+            ROWS=ROWS, BLOCK_V=BLOCK_V, num_warps=NUM_WARPS)
+        if want_gh:
+            grad_hidden[rows] = logits @ w
+        if want_gw:
+            if grad_weight.dtype == mm:
+                grad_weight.addmm_(logits.t(), h)
+            else:  # fp32 master weights under autocast: matmul in bf16, accumulate in fp32
+                grad_weight.add_(logits.t() @ h)
+        del logits  # free this chunk before the next one is allocated
+    return (grad_hidden, grad_weight), loss_rows.sum() / n_valid  # fp32 loss, as Liger returns it
 
 
 def compile_specs(dtype: torch.dtype, capability: int, **_):

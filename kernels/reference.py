@@ -115,16 +115,24 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             rows = slice(start, start + chunk_size)
             h, t, ok = hidden[rows], targets[rows], valid[rows]
             logits = (h @ weight.t()).to(acc)  # (chunk, V): the only large temporary
-            lse = torch.logsumexp(logits, dim=-1)
             safe_t = torch.where(ok, t, torch.zeros_like(t))
-            loss_rows = (1 - eps) * (lse - logits.gather(1, safe_t[:, None]).squeeze(1))
+            target_logit = logits.gather(1, safe_t[:, None]).squeeze(1)
+            mean_logit = logits.mean(-1) if eps > 0 else None
+            # log-sum-exp by hand so that exp happens in place (logsumexp would allocate
+            # another (chunk, V) block); p is then reused as the gradient.
+            m = logits.amax(-1, keepdim=True)
+            p = logits.sub_(m).exp_()
+            z = p.sum(-1, keepdim=True)
+            lse = (m + z.log()).squeeze(1)
+            loss_rows = (1 - eps) * (lse - target_logit)
             if eps > 0:  # smoothing: eps * mean over the vocab of -log p
-                loss_rows = loss_rows + eps * (lse - logits.mean(-1))
+                loss_rows = loss_rows + eps * (lse - mean_logit)
             total += torch.where(ok, loss_rows, torch.zeros_like(loss_rows)).sum()
             if not (want_gh or want_gw):
+                del logits, p
                 continue
             # d loss / d logits = (softmax - (1-eps) onehot - eps/V) / n_valid, and 0 on ignored rows
-            g = logits.sub_(lse[:, None]).exp_()
+            g = p.div_(z)
             if eps > 0:
                 g.sub_(eps / V)
             g.scatter_add_(1, safe_t[:, None], torch.full_like(lse[:, None], eps - 1))
@@ -133,16 +141,32 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_hidden[rows] = g.to(hidden.dtype) @ weight
             if want_gw:
                 grad_weight.addmm_(g.t(), h.to(acc))
+            del logits, p, g  # free this chunk before the next one is allocated
         ctx.weight_dtype = weight.dtype
         ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.consumed = False
         return total / denom  # fp32 (or wider) whatever the input dtype
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        gh = None if grad_hidden is None else grad_hidden * grad_out.to(grad_hidden.dtype)
-        gw = None if grad_weight is None else (grad_weight * grad_out.to(grad_weight.dtype)).to(ctx.weight_dtype)
-        return gh, gw, None, None, None, None, None
+        grad_hidden, grad_weight = scale_stored_grads(ctx, grad_out)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None, None, None
+
+
+def scale_stored_grads(ctx, grad_out):
+    """Scale gradients made during the forward by grad_out, in place: a copy would double the
+    (V, H) weight gradient at the very moment memory peaks. They can be used only once."""
+    if ctx.consumed:
+        raise RuntimeError("linear_cross_entropy computes its gradients during the forward and hands "
+                           "them out once: backward through it twice (retain_graph) is not supported")
+    ctx.consumed = True
+    grads = ctx.saved_tensors
+    for g in grads:
+        if g is not None:
+            g.mul_(grad_out.to(g.dtype))
+    return grads
 
 
 def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,

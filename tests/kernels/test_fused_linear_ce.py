@@ -133,3 +133,27 @@ def test_no_grad_computes_loss_only(fn):
         loss = fn(h, w, targets, chunk_size=16)
     torch.testing.assert_close(loss, reference.naive_linear_cross_entropy(hidden, weight, targets))
     assert mode.largest == 16 * 500 * 4  # the chunk logits only: no (V, H) gradient accumulator
+
+
+@pytest.mark.parametrize("fn", [triton_lce, reference.linear_cross_entropy], ids=["triton", "reference"])
+def test_second_backward_is_refused_not_silently_wrong(fn):
+    # Gradients are scaled in place in the backward, so a second pass would scale them twice.
+    hidden, weight, targets = _case(10, 16, 30, torch.float32)
+    h, w = leaves(hidden, weight)
+    loss = fn(h, w, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("fn", [triton_lce, reference.linear_cross_entropy], ids=["triton", "reference"])
+def test_under_autocast_with_fp32_master_weights(fn):
+    # How training calls it: fp32 hidden states and lm-head weight, matmuls autocast to half.
+    hidden, weight, targets = _case(50, 32, 700, torch.float32, ignore_every=6)
+    want = _expected(hidden, weight, targets)
+    h, w = leaves(hidden, weight)
+    with torch.autocast(DEVICE, dtype=torch.float16 if DEVICE == "cpu" else torch.bfloat16):
+        loss = fn(h, w, targets, chunk_size=16)
+    loss.backward()
+    assert loss.dtype == h.grad.dtype == w.grad.dtype == torch.float32
+    assert_close((loss, h.grad, w.grad), want, dict(atol=2e-3, rtol=2e-2), "autocast loss,dh,dw")
