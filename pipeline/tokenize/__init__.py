@@ -18,11 +18,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline import docs
-from pipeline.stage import StageError
+from pipeline.stage import STAGES, StageError
 from pipeline.tokenize import bpe, encode
 
-# The last data stage before tokenizing; the lead rewires it when scrub lands.
-INPUTS: list[str] = ["collect"]
+# Tokenize reads the curated text: scrub's output, or, while the data stages are still being
+# registered, the last of them that is (so the DAG works at every step of that integration).
+INPUTS: list[str] = [next(s for s in ("scrub", "dedup", "filter", "collect") if s in STAGES)]
 VERSION = "1"
 
 
@@ -107,9 +108,10 @@ def _sample(tok, n_chars: int, text: str) -> dict:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     _check(cfg)
-    shards = docs.shard_paths(inputs[INPUTS[0]])
+    (source,) = inputs.values()
+    shards = docs.shard_paths(source)
     if not shards:
-        raise StageError(f"tokenize: no document shards in {inputs[INPUTS[0]]}")
+        raise StageError(f"tokenize: no document shards ({docs.SHARD_GLOB}) in {source}")
     ids = [i for s in shards for i in pq.read_table(s, columns=["id"]).column("id").to_pylist()]
     val = encode.val_ids(ids, cfg.val_fraction, cfg.min_val_docs)
     specials = special_tokens(cfg)

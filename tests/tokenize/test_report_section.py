@@ -5,7 +5,7 @@ import json
 from pipeline.report.blocks import Context, Pre, Table, render_markdown
 from pipeline.report.sections import tokenizer
 from pipeline.stage import execute
-from pipeline.tokenize import Config
+from pipeline.tokenize import INPUTS, Config
 from tests.tokenize.synthetic import make_corpus
 
 
@@ -13,7 +13,7 @@ def test_section_shows_the_figures_and_a_tokenized_sample(tmp_path):
     make_corpus(tmp_path / "collect", n_docs=20)
     out = tmp_path / "results" / "tokenize" / "abc123abc123"
     cfg = Config(vocab_size=300, n_sentinels=1, workers=1, val_fraction=0.2)
-    stats = execute("tokenize", dataclasses.asdict(cfg), {"collect": tmp_path / "collect"}, out)
+    stats = execute("tokenize", dataclasses.asdict(cfg), {INPUTS[0]: tmp_path / "collect"}, out)
     ctx = Context(points=[{"name": "p0", "keys": {"tokenize": "abc123abc123"}}], results=tmp_path / "results",
                   out=tmp_path / "report", cfg=None)
     blocks = tokenizer.render(ctx)

@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from pipeline.stage import StageError, execute
-from pipeline.tokenize import Config, encode
+from pipeline.tokenize import INPUTS, Config, encode
 from tests.tokenize.synthetic import make_corpus
 
 SMALL = {"vocab_size": 400, "n_sentinels": 4, "val_fraction": 0.1, "workers": 1}
@@ -15,7 +15,7 @@ SMALL = {"vocab_size": 400, "n_sentinels": 4, "val_fraction": 0.1, "workers": 1}
 
 def run_stage(inputs_dir, out, **overrides):
     subtree = dataclasses.asdict(Config(**{**SMALL, **overrides}))
-    stats = execute("tokenize", subtree, {"collect": inputs_dir}, out)
+    stats = execute("tokenize", subtree, {INPUTS[0]: inputs_dir}, out)
     return stats, json.loads((out / "meta.json").read_text())
 
 
