@@ -24,7 +24,7 @@ from pipeline.scrub.apply import scrub_shard, scrub_text
 from pipeline.scrub.detect import KINDS
 from pipeline.stage import StageError
 
-INPUTS = ["filter"]  # TODO(lead): ["dedup"] once dedup is registered
+INPUTS = ["dedup"]
 VERSION = "1"
 
 __all__ = ["Config", "INPUTS", "VERSION", "run", "scrub_text"]
