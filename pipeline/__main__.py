@@ -62,6 +62,12 @@ def main(argv: list[str]) -> int:
     if args[:1] == ["--planned"]:
         if len(args) < 2:
             raise StageError("--planned needs the stage key")
+        if "--step" in args[:4]:  # one scatter/gather step of a split stage: --planned KEY RESULTS --step NAME ...
+            at = args.index("--step")
+            if at != 3 or len(args) < 5:
+                raise StageError("usage: python -m pipeline <stage> --planned KEY RESULTS --step NAME [ARGS ...]")
+            runner.run_step_from_plan_file(stage, args[4], args[1], args[2], args[5:])
+            return 0
         runner.run_from_plan_file(stage, args[1], *args[2:3])
         return 0
     from pipeline.config import normalize_overrides

@@ -40,9 +40,47 @@ def run_planned(stage: str, overrides: list[str], key: str | None = None) -> Pat
         )
     results = Path(cfg.results_dir)
     inputs = {up: stage_dir(results, up, keys[up]) for up in stage_module(stage).INPUTS}
+    # A stage split into scatter/gather steps (STEPS) reads its last step's output when
+    # Snakemake ran the steps as rules; without it the stage runs every step itself.
+    steps = list(getattr(stage_module(stage), "STEPS", {}))
+    if steps:
+        last = step_dirs(results, stage, keys[stage], steps)[steps[-1]]
+        if is_complete(last):
+            inputs[f"{stage}_{steps[-1]}"] = last
     out = stage_dir(results, stage, keys[stage])
     execute(stage, config_subtree(cfg, stage), inputs, out, keys[stage])
     return out
+
+
+def step_dirs(results: Path, stage: str, key: str, steps) -> dict[str, Path]:
+    """Where the steps of a split stage write: results/<stage>_<step>/<key>/ (the stage's key)."""
+    return {s: stage_dir(results, f"{stage}_{s}", key) for s in steps}
+
+
+def run_step_from_plan_file(stage: str, step: str, key: str, results: str = "results", args=()) -> None:
+    """Snakemake's entry for one scatter/gather step of a stage that defines STEPS (dedup):
+    ``python -m pipeline <stage> --planned KEY RESULTS --step NAME [ARGS ...]``."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    path = overrides_file(Path(results), stage, key)
+    if not path.is_file():
+        raise StageError(f"{stage}: no plan for key {key} at {path}; run the stage through snakemake")
+    cfg = compose(json.loads(path.read_text())["overrides"])
+    keys = plan_keys(cfg)
+    if keys[stage] != key:
+        raise StageError(f"{stage}: the config composes to key {keys[stage]}, but Snakemake asked for {key}: rerun snakemake.")
+    module = stage_module(stage)
+    steps = getattr(module, "STEPS", {})
+    if step not in steps:
+        raise StageError(f"{stage} has no step {step!r}; its steps are {list(steps) or 'none'}")
+    results_dir = Path(cfg.results_dir)
+    inputs = {up: stage_dir(results_dir, up, keys[up]) for up in module.INPUTS}
+    for up, p in inputs.items():
+        if not is_complete(p):
+            raise StageError(f"{stage} {step}: input {up!r} at {p} is missing or unfinished")
+    steps[step](module.Config(**config_subtree(cfg, stage)), inputs, step_dirs(results_dir, stage, key, steps),
+                list(args), logging.getLogger(f"lmdag.{stage}.{step}"))
 
 
 def run_from_plan_file(stage: str, key: str, results: str = "results") -> Path:
