@@ -39,8 +39,10 @@ class Config:
     # -1 = each task's own num_fewshot (0 for most built-ins); >= 0 overrides every task.
     num_fewshot: int = -1
     fewshot_seed: int = 1234  # lm-eval's default few-shot sampling seed
-    # Bits-per-byte on the tokenize stage's validation split (0 docs = skip).
+    # Bits-per-byte on the tokenize stage's validation split (0 docs = skip), on at most
+    # heldout_max_bytes of text (documents in order, the last one cut): books are long.
     heldout_docs: int = 200
+    heldout_max_bytes: int = 1_000_000
     # auto: our Transformer from model.safetensors when present, else the hf/ export.
     model_source: str = "auto"
     device: str = "cpu"
@@ -136,7 +138,13 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     results: dict[str, dict] = {}
 
     if cfg.heldout_docs and tok_dir is not None:
-        texts = _decode_docs(tok_dir, "val", cfg.heldout_docs)
+        texts, budget = [], cfg.heldout_max_bytes
+        for t in _decode_docs(tok_dir, "val", cfg.heldout_docs):
+            if budget <= 0:
+                break
+            t = t.encode()[:budget].decode("utf-8", "ignore") if budget < len(t.encode()) else t
+            texts.append(t)
+            budget -= len(t.encode())
         if texts:
             results["heldout"] = heldout(lm, texts, cfg.bootstrap_iters)
             log.info("held-out bits/byte %.4f on %d docs", results["heldout"]["metrics"]["bits_per_byte"], len(texts))

@@ -49,7 +49,11 @@ class NgramIndex:
     """The set of n-gram hashes of a corpus; ``overlap`` counts a text's grams found in it."""
 
     def __init__(self, hashes: np.ndarray, n: int = 13, min_words: int = 8):
-        self.hashes, self.n, self.min_words = np.unique(hashes), n, min_words
+        # sort + drop repeats, and look up with searchsorted: far faster than np.unique/np.isin
+        # (hash-based in numpy 2) on millions of grams.
+        h = np.sort(np.asarray(hashes, dtype=np.uint64))
+        self.hashes = h[np.r_[True, h[1:] != h[:-1]]] if len(h) else h
+        self.n, self.min_words = n, min_words
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], n: int = 13, min_words: int = 8) -> "NgramIndex":
@@ -62,7 +66,10 @@ class NgramIndex:
     def overlap(self, text: str) -> tuple[int, int]:
         """(n-grams in text, of which in the index)."""
         grams = ngram_hashes(text, self.n, self.min_words)
-        return len(grams), int(np.isin(grams, self.hashes).sum()) if len(grams) else 0
+        if not len(grams) or not len(self.hashes):
+            return len(grams), 0
+        pos = np.minimum(np.searchsorted(self.hashes, grams), len(self.hashes) - 1)
+        return len(grams), int((self.hashes[pos] == grams).sum())
 
     def overlaps(self, text: str) -> bool:
         return self.overlap(text)[1] > 0
