@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +119,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
 
     t0 = time.time()
     tok = bpe.train_bpe(_training_texts(shards, val, cfg.train_max_bytes), cfg.vocab_size, specials,
-                        cfg.pre_tokenizer, cfg.min_frequency, bos_token=cfg.bos_token)
+                        cfg.pre_tokenizer, cfg.min_frequency, bos_token=cfg.bos_token,
+                        progress=sys.stderr.isatty())  # tokenizers' own bar, on a terminal only (as tqdm's disable=None)
     train_s = time.time() - t0
     tok.save(str(out / "tokenizer.json"))
     log.info("trained a %d-token BPE in %.1fs", tok.get_vocab_size(), train_s)
