@@ -16,6 +16,7 @@ when any predicted span overlaps it.
 from __future__ import annotations
 
 import argparse
+import datetime
 import ipaddress
 import random
 import string
@@ -28,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SEED = 20240611
+FIRST_DAY, LAST_DAY = datetime.date(1990, 1, 1), datetime.date(2030, 12, 31)
+FIRST_DAY_T, LAST_DAY_T = datetime.datetime(1990, 1, 1), datetime.datetime(2030, 12, 31)
 REPORTED = {"aws_access_key": "secret", "github_token": "secret", "private_key": "secret", "password": "secret"}
 
 
@@ -135,7 +138,12 @@ def _secret(kind: str, fake, rng) -> tuple[str, str]:
 def _pii(kind: str, fakes, rng, doc: Doc) -> None:
     fake = fakes["US"]
     if kind == "email":
-        value = rng.choice([fake.email, fake.free_email, fake.company_email, fakes["GB"].email])()
+        # Faker's own addresses use the reserved example.* domains, which scrub rightly keeps.
+        user = rng.choice([fake.user_name(), f"{fake.first_name()}.{fake.last_name()}".lower(),
+                           f"{fake.user_name()}+{fake.word()}", f"{fake.last_name()}{rng.randint(1, 99)}"])
+        domain = rng.choice([fake.domain_name(), fakes["GB"].domain_name(), fakes["DE"].free_email_domain(),
+                             "gmail.com", "outlook.com", "yahoo.co.uk", "cs.cmu.edu", "mail.ucsc.edu"])
+        value = f"{user}@{domain}"
         t = rng.choice(["Contact {name} at {v} for details.", "From: {v}", "Send the draft to <{v}> by Friday.",
                         "Reply to {v}."])
     elif kind == "phone":
@@ -169,14 +177,14 @@ def _decoy(fakes, rng, doc: Doc) -> None:
                             f"{rng.randint(1, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 9)}.{rng.randint(0, 99)}"])
         t = rng.choice(["Upgrade to version {v} now.", "Released v{v} today.", "Requires Python {v} or later."])
     elif what == "date":
-        d = fake.date_object()
+        d = fake.date_between_dates(FIRST_DAY, LAST_DAY)  # fixed bounds: Faker's default ends today
         value = rng.choice([d.isoformat(), d.strftime("%m/%d/%Y"), d.strftime("%d.%m.%Y"), d.strftime("%Y/%m/%d")])
         t = rng.choice(["Signed on {v}.", "Due {v}", "Published {v} by the board."])
     elif what == "datetime":
-        value = fake.date_time().strftime(rng.choice(["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]))
+        value = fake.date_time_between_dates(FIRST_DAY_T, LAST_DAY_T).strftime(rng.choice(["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]))
         t = "The job started at {v} and failed."
     elif what == "time":
-        value = fake.time()
+        value = fake.date_time_between_dates(FIRST_DAY_T, LAST_DAY_T).strftime("%H:%M:%S")
         t = "The meeting is at {v} sharp."
     elif what == "isbn":
         value = rng.choice([fake.isbn13(), fake.isbn10()])

@@ -9,19 +9,19 @@ from fnmatch import fnmatchcase
 from pipeline.scrub.detect import find
 from pipeline.scrub.replace import replace
 
-# What is left of a document once its PII is gone: punctuation, labels and whitespace.
-_RESIDUE = re.compile(r"[\W_]+")
+# Field labels that may stand next to the values in an address list or a form.
+_LABELS = re.compile(r"(?i)\b(?:e-?mail|mail|tel|telephone|phone|fax|mobile|cell|ip|ssn|iban|card|cc|password|token"
+                     r"|key|secret|contact|from|to|name|address|no|nr|number)\b|[\W_\d]+")
 
 
 def _only_pii(text: str, spans) -> bool:
+    """Nothing but PII and field labels: no word of content is left once both are gone."""
     pos, rest = 0, []
     for s in spans:
         rest.append(text[pos:s.start])
         pos = s.end
     rest.append(text[pos:])
-    words = _RESIDUE.sub(" ", "".join(rest)).split()
-    # "Email:", "Tel" and the like are labels, not content.
-    return len(words) <= 2 * len(spans) and sum(map(len, words)) < 4 * len(spans) + 8
+    return not _LABELS.sub("", "".join(rest)).strip()
 
 
 def scrub_text(text: str, cfg) -> tuple[str, list]:

@@ -2,7 +2,8 @@
 
 Precision comes from the validators and from context, not from narrow regexes:
     e-mail        local@domain.tld, found around each '@' only (a whole-text e-mail regex
-                  tries every position; this looks where an address can be)
+                  tries every position; this looks where an address can be); the RFC 2606
+                  documentation domains (example.com, .test, ...) are no one's address
     phone         phonenumbers' is_valid_number; numbers without +/00 must look like a phone
                   (a separator or parentheses) or follow a word like "tel"/"phone"
     credit card   13-19 digits, a known issuer prefix, the Luhn checksum
@@ -21,6 +22,7 @@ import bisect
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 
@@ -39,6 +41,10 @@ _EMAIL = re.compile(
 )
 
 
+# RFC 2606 names no one owns: documentation addresses (and scrub's own pseudonyms).
+_RESERVED_DOMAIN = re.compile(r"(?i)(?:^|\.)(?:example\.(?:com|net|org)|example|test|invalid|localhost)$")
+
+
 def emails(text: str) -> list[Span]:
     out: list[Span] = []
     at = text.find("@")
@@ -48,7 +54,8 @@ def emails(text: str) -> list[Span]:
             lo = max(done, at - 65)
             for m in _EMAIL.finditer(text, lo, min(len(text), at + 256)):
                 if m.start() <= at < m.end():
-                    out.append(Span(m.start(), m.end(), "email"))
+                    if not _RESERVED_DOMAIN.search(m.group().rsplit("@", 1)[1]):
+                        out.append(Span(m.start(), m.end(), "email"))
                     done = m.end()
                     break
         at = text.find("@", at + 1)
@@ -95,7 +102,13 @@ def _card(s: str, digits: str) -> bool:
 
 # Digit groups joined by one kind of separator, optionally after an area code in
 # parentheses: "(415) 555-0134", "415.555.0134", "020 7946 0958", "4155550134".
-_NATIONAL_LAYOUT = re.compile(r"(?:\(\d{2,5}\) ?)?\d{2,5}(?:([ .\-/])\d{2,5}(?:\1\d{2,5}){0,3})?")
+_NATIONAL_LAYOUT = re.compile(r"(?:\(\d{2,5}\) ?)?\d{2,5}(?:([ .\-/])\d{2,8}(?:\1\d{2,8}){0,3})?")
+
+
+@lru_cache(maxsize=None)
+def _trunk_prefix(region: str) -> str:
+    prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix or ""
+    return "" if prefix == "1" else prefix  # NANP's "1" is optional
 
 
 def _phone(s: str, digits: str, context: str, regions: tuple[str, ...]) -> bool:
@@ -110,6 +123,10 @@ def _phone(s: str, digits: str, context: str, regions: tuple[str, ...]) -> bool:
             return False
     candidates = (None,) if s.startswith("+") else regions
     for region in candidates:
+        # Outside North America a national number is written with its trunk prefix ("020 ...",
+        # "030 ..."): without it, "1993 123456" would read as a Witney number.
+        if region and not international and not digits.startswith(_trunk_prefix(region)):
+            continue
         try:
             number = phonenumbers.parse(s, region)
         except phonenumbers.NumberParseException:
@@ -263,7 +280,7 @@ def ibans(text: str) -> list[Span]:
 # ---------------------------------------------------------------- IP addresses
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
-_VERSION_CONTEXT = re.compile(r"(?i)(?:\bv|version|ver\.?|release|build|python|firmware|sections?|§)[\s:\"'(]{0,3}$")
+_VERSION_CONTEXT = re.compile(r"(?i)(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|\bpython|\bfirmware|\bsections?|§)[\s:\"'(]{0,3}$")
 _GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 
 

@@ -96,6 +96,7 @@ def test_a_failing_shard_names_itself(tmp_path, monkeypatch):
         execute("filter", {}, {"collect": inp}, tmp_path / "out")
 
 
+@pytest.mark.slow  # two CLI runs, each composing the config and reading the file with collect
 def test_command_line_on_user_files(tmp_path):
     src = tmp_path / "docs.jsonl"
     src.write_text("\n".join(json.dumps({"text": t}) for t in [PROSE, "short", GERMAN]) + "\n")
