@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 # Stage name -> module. The order is the DAG's order; later issues add lines here.
 STAGES: dict[str, str] = {
     "collect": "pipeline.collect",
+    "filter": "pipeline.filter",
     "tokenize": "pipeline.tokenize",
 }
 

@@ -20,6 +20,8 @@ SECTIONS = [
     "pipeline.report.sections.overview",
     "pipeline.report.sections.funnel",
     "pipeline.report.sections.sources",
+    "pipeline.report.sections.filter",
+    "pipeline.report.sections.scrub",
     "pipeline.report.sections.tokenizer",
 ]
 

@@ -6,3 +6,12 @@ rule collect:
         directory(stage_path("collect")),
     shell:
         STAGE_CMD
+
+
+rule filter:
+    input:
+        upstream("filter"),
+    output:
+        directory(stage_path("filter")),
+    shell:
+        STAGE_CMD
