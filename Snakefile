@@ -14,6 +14,7 @@ min_version("8.0")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -26,9 +26,11 @@ def _summary(module) -> str:
 
 def usage() -> str:
     lines = [__doc__.strip(), "", "stages (in DAG order):"]
-    for name in [*STAGES, *EXTRA_COMMANDS]:
-        module = stage_module(name) if name in STAGES else importlib.import_module(EXTRA_COMMANDS[name])
-        lines.append(f"  {name:<10} {_summary(module)}")
+    for name in STAGES:
+        lines.append(f"  {name:<10} {_summary(stage_module(name))}")
+    lines += ["", "other commands and config groups:"]
+    for name, path in EXTRA_COMMANDS.items():
+        lines.append(f"  {name:<10} {_summary(importlib.import_module(path))}")
     return "\n".join(lines)
 
 
@@ -52,7 +54,14 @@ def main(argv: list[str]) -> int:
         return 0
     stage, args = argv[0], argv[1:]
     if stage in EXTRA_COMMANDS:
-        return importlib.import_module(EXTRA_COMMANDS[stage]).main(args)
+        module = importlib.import_module(EXTRA_COMMANDS[stage])
+        if not hasattr(module, "main"):
+            print(f"{stage} is a config group, not a command; its keys and defaults:\n")
+            from pipeline.config import compose
+
+            print(OmegaConf.to_yaml(compose([])[stage], resolve=True))
+            return 0
+        return module.main(args)
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
         return 2

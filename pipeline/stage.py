@@ -32,14 +32,21 @@ from omegaconf import OmegaConf
 STAGES: dict[str, str] = {
     "collect": "pipeline.collect",
     "filter": "pipeline.filter",
+    "dedup": "pipeline.dedup",
+    "scrub": "pipeline.scrub",
     "tokenize": "pipeline.tokenize",
+    "pretrain": "pipeline.pretrain",
+    "evaluate": "pipeline.evaluate",
 }
 
 # Config groups that are not content-addressed stages (they still get a schema).
-OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model"}
+OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model", "train": "pipeline.pretrain.train_config"}
 
 # Knobs that never change a stage's result: they stay out of its key.
-NOT_IN_KEY = {"workers", "progress", "log_every", "sample_size"}
+NOT_IN_KEY = {"workers", "progress", "log_every", "sample_size",
+              # pretrain: threads, launch and bookkeeping (resume makes checkpoints result-neutral)
+              "threads", "launcher", "rdzv_endpoint", "checkpoint_every", "keep_checkpoints",
+              "tensorboard", "peak_tflops"}
 
 KEY_LENGTH = 12
 
@@ -118,6 +125,13 @@ def check_accounting(name: str, stats: dict) -> None:
         )
 
 
+def typed_config(cls, subtree: dict):
+    """The stage's Config dataclass from a resolved subtree, nested dataclasses included."""
+    if not dataclasses.is_dataclass(cls):
+        return subtree
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), subtree))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -154,7 +168,7 @@ def execute(name: str, subtree: dict, inputs: dict[str, Path], out: Path, key: s
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    cfg = module.Config(**subtree) if dataclasses.is_dataclass(module.Config) else subtree
+    cfg = typed_config(module.Config, subtree)
     log, handler = _start_log(tmp, name)
     started = time.time()
     try:

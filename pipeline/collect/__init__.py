@@ -18,7 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.collect import builtin, readers
-from pipeline.docs import DROPPED_SCHEMA, ShardWriter, doc, write_table
+from pipeline.docs import DROPPED_SCHEMA, ShardWriter, doc, read_rows, shard_paths, write_table
+from pipeline.evaluate.canaries import CanaryConfig, plant_canaries
 from pipeline.stage import StageError
 
 INPUTS: list[str] = []
@@ -36,6 +37,11 @@ class Config:
     text_key: str = "text"
     shard_docs: int = 500
     sample_size: int = 3
+    # Secret-Sharer canaries planted into the raw text; evaluate measures their exposure.
+    canaries: CanaryConfig = field(default_factory=CanaryConfig)
+    # Where canaries go: "builtin" (the built-in corpus only: a user's files are never altered
+    # unless they ask) or "all".
+    canaries_into: str = "builtin"
 
 
 class _Collector:
@@ -158,6 +164,27 @@ def _huggingface(spec: str, cfg: Config, col: _Collector) -> None:
         ) from None
 
 
+def _plant(canaries: CanaryConfig, out: Path, into_all: bool) -> int:
+    """Rewrite the shards with canaries inserted; documents stay the same ones (accounting holds)."""
+    paths = shard_paths(out)
+    shards = [read_rows(p) for p in paths]
+    rows = [r for shard in shards for r in shard]
+    hosts = [i for i, r in enumerate(rows) if into_all or r["source"] in builtin.SOURCES]
+    if not hosts:
+        return 0
+    planted_rows, planted = plant_canaries([rows[i] for i in hosts], canaries)
+    for i, row in zip(hosts, planted_rows):
+        rows[i] = row
+    start = 0
+    for path, shard in zip(paths, shards):
+        write_table(path, rows[start:start + len(shard)])
+        start += len(shard)
+    with open(out / "canaries.jsonl", "w") as f:
+        for c in planted:
+            f.write(json.dumps(c) + "\n")
+    return len(planted) * canaries.repeats
+
+
 def run(cfg: Config, inputs: dict, out: Path, log) -> dict:
     col = _Collector(cfg, out, log)
     skipped: Counter = Counter()
@@ -172,6 +199,10 @@ def run(cfg: Config, inputs: dict, out: Path, log) -> dict:
             _local(spec, i, cfg, col, skipped)
     stats = col.close(out)
     stats["skipped_files"] = dict(skipped)
+    if cfg.canaries_into not in ("builtin", "all"):
+        raise StageError(f"collect.canaries_into: {cfg.canaries_into!r} is not one of builtin, all")
+    if cfg.canaries.count:
+        stats["canaries_planted"] = _plant(cfg.canaries, out, cfg.canaries_into == "all")
     if stats["docs_kept"] == 0:
         raise StageError(f"collect: no documents kept from {cfg.sources} "
                          f"(dropped: {stats['dropped'] or 'none'}); see {out / 'log.txt'}")

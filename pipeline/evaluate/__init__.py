@@ -56,7 +56,8 @@ class Config:
     contamination_max_docs: int = 0
     # Must match the canaries collect planted: conf/evaluate/default.yaml interpolates ${collect.canaries}
     # once collect has the option.
-    canaries: CanaryConfig = field(default_factory=CanaryConfig)
+    # An interpolation as the default keeps the field typed (unknown keys still fail).
+    canaries: CanaryConfig = "${collect.canaries}"  # type: ignore[assignment]
     threads: int = 0  # torch threads (0 = torch's default); not part of the key
     sample_size: int = 3  # prompts and predictions kept per task for the report
 

@@ -21,8 +21,14 @@ SECTIONS = [
     "pipeline.report.sections.funnel",
     "pipeline.report.sections.sources",
     "pipeline.report.sections.filter",
+    "pipeline.report.sections.dedup",
     "pipeline.report.sections.scrub",
     "pipeline.report.sections.tokenizer",
+    "pipeline.report.sections.training",
+    "pipeline.report.sections.evaluation",
+    "pipeline.report.sections.eval_contamination",
+    "pipeline.report.sections.eval_canaries",
+    "pipeline.report.sections.sweep_comparison",
 ]
 
 

@@ -153,3 +153,18 @@ def test_hugging_face_source_without_datasets_or_network_is_a_clear_error(tmp_pa
     monkeypatch.setattr(builtins, "__import__", no_datasets)
     with pytest.raises(StageError, match=r"hf:wikitext.*needs the `datasets` package"):
         collect(tmp_path, ["hf:wikitext"])
+
+
+def test_canaries_are_planted_into_the_builtin_corpus_only_unless_asked(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "a.txt").write_text("My own words. Nothing else. " * 20)
+    canaries = {"count": 1, "repeats": 3, "formats": ["the code is {6}"], "candidates": 10, "seed": 1}
+    stats, out = collect(tmp_path, [d], canaries=canaries)
+    assert "canaries_planted" not in stats or stats["canaries_planted"] == 0
+    assert "the code is" not in next(iter_docs(out))["text"]
+    stats, out = collect(tmp_path, [d], canaries=canaries, canaries_into="all")
+    assert stats["canaries_planted"] == 3
+    (row,) = list(iter_docs(out))
+    planted = json.loads((out / "canaries.jsonl").read_text().splitlines()[0])
+    assert row["text"].count(planted["text"]) == 3 and stats["docs_kept"] == 1
