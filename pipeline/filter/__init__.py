@@ -72,6 +72,7 @@ class Config:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     log.info("filter config: %s", dataclasses.asdict(cfg))
-    stats = map_shards(partial(filter_shard, cfg), inputs["collect"], out, cfg.workers, desc="filter")
+    (upstream,) = inputs.values()
+    stats = map_shards(partial(filter_shard, cfg), upstream, out, cfg.workers, desc="filter")
     log.info("filter: kept %d of %d documents; dropped %s", stats["docs_kept"], stats["docs_in"], stats["dropped"])
     return stats

@@ -42,7 +42,7 @@ class _Tally:
 
 
 def _with_meta(row: dict, **fields) -> dict:
-    meta = json.loads(row["meta"] or "{}")
+    meta = json.loads(row.get("meta") or "{}")
     meta.update(fields)
     return {**row, "meta": json.dumps(meta, ensure_ascii=False)}
 
