@@ -55,6 +55,42 @@ def apply_activation_checkpointing(model) -> None:
         block.forward = functools.partial(ckpt, block.forward, use_reentrant=False)
 
 
+def prepare(model, tc, d, device):
+    """The model as trained (activation checkpointing, compiled blocks, DDP/FSDP, in
+    torchtitan's order) with its AdamW, lr schedule, precision and loss scaler."""
+    if tc.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if tc.compile:
+        for block in model.blocks:
+            block.compile()
+    model = distributed.wrap(model, tc.strategy, tc.fsdp_cpu_offload, d, device)
+    opt = optim.adamw(model, tc, device.type)
+    prec = precision.resolve(tc.precision, device)
+    return model, opt, optim.scheduler(opt, tc), prec, prec.scaler()
+
+
+def optimizer_step(model, opt, scaler, prec, micro_batches, tc, device):
+    """One optimizer step over ``tc.grad_accum`` (inputs, targets) micro-batches, as nanoGPT:
+    gradients accumulate (all-reduced on the last micro-step only), are unscaled and clipped,
+    then AdamW steps (skipped by the fp16 scaler on overflow). -> (mean loss, grad norm)."""
+    loss_acc = torch.zeros((), device=device)
+    for micro, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with distributed.no_sync(model, micro == tc.grad_accum - 1):
+            with prec.autocast():
+                _, loss = model(x, y)
+            scaler.scale(loss / tc.grad_accum).backward()
+        loss_acc += loss.detach() / tc.grad_accum
+    grad_norm = None
+    if tc.grad_clip > 0:
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return loss_acc, grad_norm
+
+
 def train(spec: Spec, log) -> dict | None:
     from pipeline.pretrain import Config
 
@@ -98,16 +134,7 @@ def _train(cfg, data_dir: Path, out: Path, ckpt_dir: Path, d, device, log) -> di
     model = build(cfg.model).to(device)
     flops_per_token = model.flops_per_token(seq_len)
     n_params = model.num_params()
-    if tc.activation_checkpointing:
-        apply_activation_checkpointing(model)
-    if tc.compile:
-        for block in model.blocks:
-            block.compile()
-    model = distributed.wrap(model, tc.strategy, tc.fsdp_cpu_offload, d, device)
-    opt = optim.adamw(model, tc, device.type)
-    sched = optim.scheduler(opt, tc)
-    prec = precision.resolve(tc.precision, device)
-    scaler = prec.scaler()
+    model, opt, sched, prec, scaler = prepare(model, tc, d, device)
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     mlog = metrics.MetricsLog(ckpt_dir / "metrics.jsonl",
@@ -135,22 +162,9 @@ def _train(cfg, data_dir: Path, out: Path, ckpt_dir: Path, d, device, log) -> di
     last_rate = 0.0
     model.train()
     for step in range(start, tc.steps):
-        loss_acc = torch.zeros((), device=device)
-        for micro in range(tc.grad_accum):
-            x, y = sampler.batch(micro_batch_start(step, micro, d.rank, tc), tc.batch_size)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with distributed.no_sync(model, micro == tc.grad_accum - 1):
-                with prec.autocast():
-                    _, loss = model(x, y)
-                scaler.scale(loss / tc.grad_accum).backward()
-            loss_acc += loss.detach() / tc.grad_accum
-        grad_norm = None
-        if tc.grad_clip > 0:
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+        micro_batches = (sampler.batch(micro_batch_start(step, micro, d.rank, tc), tc.batch_size)
+                         for micro in range(tc.grad_accum))
+        loss_acc, grad_norm = optimizer_step(model, opt, scaler, prec, micro_batches, tc, device)
         lr = sched.get_last_lr()[0]
         sched.step()
         tokens_log += tokens_per_step

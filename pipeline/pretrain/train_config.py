@@ -20,7 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass
 class Config:
     # -- length ------------------------------------------------------------------------------
-    steps: int = 600  # optimizer steps
+    steps: int = 400  # optimizer steps
     # -- batch: global batch = batch_size x grad_accum x nproc x nnodes sequences of seq_len ----
     batch_size: int = 16  # sequences per process per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step (gradients summed, loss averaged)
@@ -37,7 +37,7 @@ class Config:
     fused: str = "auto"  # auto | fused | foreach | loop
     # -- schedule -----------------------------------------------------------------------------
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay, MiniCPM) | constant
-    warmup_steps: int = 30  # linear warmup from 0 (GPT-3: ~0.3% of tokens; short runs need more)
+    warmup_steps: int = 20  # linear warmup from 0 (GPT-3: ~0.3% of tokens; short runs need more)
     decay_frac: float = 0.2  # wsd: the last fraction of steps decays linearly to min lr
     # -- precision and memory ------------------------------------------------------------------
     # auto: bf16 autocast on GPUs that support it, fp16 (+loss scaling) on older GPUs, fp32 on CPU.

@@ -20,6 +20,7 @@ def trained(token_dir, tmp_path_factory):
     return out, stats
 
 
+@pytest.mark.slow
 def test_publishes_model_metrics_samples_and_hf_export(trained):
     out, stats = trained
     for name in ("model.safetensors", "model_config.json", "tokenizer.json", "metrics.jsonl", "samples.txt",
@@ -33,6 +34,7 @@ def test_publishes_model_metrics_samples_and_hf_export(trained):
     assert stats["params"] == model.num_params()
 
 
+@pytest.mark.slow
 def test_learns_beyond_the_unigram_floor(trained):
     _, stats = trained
     records = metrics.read(trained[0] / "metrics.jsonl")
@@ -47,6 +49,7 @@ def test_learns_beyond_the_unigram_floor(trained):
     assert (trained[0] / "samples.txt").read_text().count("--- sample") == 5
 
 
+@pytest.mark.slow
 def test_hf_export_loads_in_transformers_with_the_same_logits(trained):
     out, _ = trained
     from transformers import AutoModelForCausalLM
