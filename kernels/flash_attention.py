@@ -86,14 +86,14 @@ def _kv_range(start_m, T, prefix, CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr
 @triton.jit
 def _fwd_block(acc, l_i, m_i, q, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d, lo, hi, T, prefix,
                qk_scale, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr,
-               BLOCK_N: tl.constexpr):
+               BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASKED:
             kT = tl.load(k_ptr + cols[None, :] * skt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
         else:
             kT = tl.load(k_ptr + cols[None, :] * skt + offs_d[:, None])
-        s = tl.dot(q, kT) * qk_scale
+        s = tl.dot(q, kT, input_precision=DOT) * qk_scale
         if MASKED:
             s = tl.where(_visible(rows, cols, T, prefix, CAUSAL, HAS_PREFIX), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -105,7 +105,7 @@ def _fwd_block(acc, l_i, m_i, q, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d, l
         else:
             v = tl.load(v_ptr + cols[:, None] * svt + offs_d[None, :])
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -115,7 +115,7 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, prefix_ptr,
               sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
               H, GROUP, T, qk_scale,
               CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -134,9 +134,9 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, prefix_ptr,
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
     mid, hi = _kv_range(start_m, T, prefix, CAUSAL, HAS_PREFIX, BLOCK_M, BLOCK_N)
     acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d,
-                               0, mid, T, prefix, qk_scale, False, CAUSAL, HAS_PREFIX, BLOCK_N)
+                               0, mid, T, prefix, qk_scale, False, CAUSAL, HAS_PREFIX, BLOCK_N, DOT)
     acc, l_i, m_i = _fwd_block(acc, l_i, m_i, q, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d,
-                               mid, hi, T, prefix, qk_scale, True, CAUSAL, HAS_PREFIX, BLOCK_N)
+                               mid, hi, T, prefix, qk_scale, True, CAUSAL, HAS_PREFIX, BLOCK_N, DOT)
     acc = acc / l_i[:, None]
     # o and lse are ours, contiguous: (B, H, T, D) and (B, H, T).
     row_ok = rows < T
@@ -167,7 +167,7 @@ def _attn_bwd_delta(o_ptr, do_ptr, delta_ptr, sdb, sdh, sdt, H, T,
 @triton.jit
 def _dkdv_block(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, sqt, sdt, cols, offs_m, offs_d,
                 lo, hi, T, prefix, qk_scale, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-                HAS_PREFIX: tl.constexpr, BLOCK_M: tl.constexpr):
+                HAS_PREFIX: tl.constexpr, BLOCK_M: tl.constexpr, DOT: tl.constexpr):
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m
         row_ok = rows < T
@@ -176,15 +176,15 @@ def _dkdv_block(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, sqt, sdt, cols,
         lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * 1.4426950408889634
         delta = tl.load(delta_ptr + rows, mask=row_ok, other=0.0)
         # Transposed scores (keys x queries) so the reductions run over this program's keys.
-        pT = tl.exp2(tl.dot(k, qT) * qk_scale - lse[None, :])
+        pT = tl.exp2(tl.dot(k, qT, input_precision=DOT) * qk_scale - lse[None, :])
         if MASKED:
             seen = tl.trans(_visible(rows, cols, T, prefix, CAUSAL, HAS_PREFIX))
             pT = tl.where(seen, pT, 0.0)
         # Padded query rows (>= T) load q = do = 0, lse = delta = 0: their terms vanish.
-        dv = tl.dot(pT.to(do.dtype), do, dv)
-        dpT = tl.dot(v, tl.trans(do))
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT)
         dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk)
+        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT)
     return dk, dv
 
 
@@ -193,7 +193,7 @@ def _attn_bwd_dkdv(q_ptr, k_ptr, v_ptr, do_ptr, dk_ptr, dv_ptr, lse_ptr, delta_p
                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
                    H, GROUP, T, sm_scale, qk_scale,
                    CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr, HEAD_DIM: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N
     bhk = tl.program_id(1)
     HK = H // GROUP
@@ -227,10 +227,10 @@ def _attn_bwd_dkdv(q_ptr, k_ptr, v_ptr, do_ptr, dk_ptr, dv_ptr, lse_ptr, delta_p
         delta_base = delta_ptr + bh * T
         dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, cols,
                              offs_m, offs_d, lo, mid, T, prefix, qk_scale, True, CAUSAL, HAS_PREFIX,
-                             BLOCK_M)
+                             BLOCK_M, DOT)
         dk, dv = _dkdv_block(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, cols,
                              offs_m, offs_d, mid, T, T, prefix, qk_scale, False, CAUSAL, HAS_PREFIX,
-                             BLOCK_M)
+                             BLOCK_M, DOT)
     # dk, dv are ours, contiguous (B, HK, T, D); the padded key rows are not stored.
     out = bhk.to(tl.int64) * T * HEAD_DIM + cols[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(dk_ptr + out, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=col_ok)
@@ -240,7 +240,7 @@ def _attn_bwd_dkdv(q_ptr, k_ptr, v_ptr, do_ptr, dk_ptr, dv_ptr, lse_ptr, delta_p
 @triton.jit
 def _dq_block(dq, q, do, lse, delta, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d, lo, hi, T,
               prefix, qk_scale, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-              HAS_PREFIX: tl.constexpr, BLOCK_N: tl.constexpr):
+              HAS_PREFIX: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASKED:
@@ -249,11 +249,11 @@ def _dq_block(dq, q, do, lse, delta, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_
         else:
             kT = tl.load(k_ptr + cols[None, :] * skt + offs_d[:, None])
             vT = tl.load(v_ptr + cols[None, :] * svt + offs_d[:, None])
-        p = tl.exp2(tl.dot(q, kT) * qk_scale - lse[:, None])
+        p = tl.exp2(tl.dot(q, kT, input_precision=DOT) * qk_scale - lse[:, None])
         if MASKED:
             p = tl.where(_visible(rows, cols, T, prefix, CAUSAL, HAS_PREFIX), p, 0.0)
-        ds = p * (tl.dot(do, vT) - delta[:, None])
-        dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq)
+        ds = p * (tl.dot(do, vT, input_precision=DOT) - delta[:, None])
+        dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=DOT)
     return dq
 
 
@@ -262,7 +262,7 @@ def _attn_bwd_dq(q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, lse_ptr, delta_ptr, prefix
                  sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdb, sdh, sdt,
                  H, GROUP, T, sm_scale, qk_scale,
                  CAUSAL: tl.constexpr, HAS_PREFIX: tl.constexpr, HEAD_DIM: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -282,14 +282,21 @@ def _attn_bwd_dq(q_ptr, k_ptr, v_ptr, do_ptr, dq_ptr, lse_ptr, delta_ptr, prefix
     dq = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
     mid, hi = _kv_range(start_m, T, prefix, CAUSAL, HAS_PREFIX, BLOCK_M, BLOCK_N)
     dq = _dq_block(dq, q, do, lse, delta, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d, 0, mid, T,
-                   prefix, qk_scale, False, CAUSAL, HAS_PREFIX, BLOCK_N)
+                   prefix, qk_scale, False, CAUSAL, HAS_PREFIX, BLOCK_N, DOT)
     dq = _dq_block(dq, q, do, lse, delta, k_ptr, v_ptr, skt, svt, rows, offs_n, offs_d, mid, hi, T,
-                   prefix, qk_scale, True, CAUSAL, HAS_PREFIX, BLOCK_N)
+                   prefix, qk_scale, True, CAUSAL, HAS_PREFIX, BLOCK_N, DOT)
     tl.store(dq_ptr + bh.to(tl.int64) * T * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :],
              (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=row_ok[:, None])
 
 
 # ----------------------------------------------------------------------------- autograd
+
+def _dot_precision(dtype: torch.dtype) -> dict:
+    # fp32 inputs: 3xTF32 tensor-core dots, near-fp32 accuracy (plain TF32 keeps 10 mantissa
+    # bits, so "fp32" attention would be barely better than fp16). 16-bit inputs ignore it.
+    # (A constexpr, not the `default_dot_input_precision` option: tl.dot ignores that one.)
+    return {"DOT": "tf32x3" if dtype == torch.float32 else "tf32"}
+
 
 def _strides(x):
     return x.stride(0), x.stride(1), x.stride(2)
@@ -316,7 +323,8 @@ class FlashAttention(torch.autograd.Function):
         _attn_fwd[(triton.cdiv(T, block_m), B * H)](
             q, k, v, o, lse, prefix_t, *_strides(q), *_strides(k), *_strides(v), H, group, T,
             scale * LOG2E, CAUSAL=causal, HAS_PREFIX=has_prefix, HEAD_DIM=D,
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
+            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
+            **_dot_precision(q.dtype))
         ctx.save_for_backward(q, k, v, o, lse, prefix_t)
         ctx.causal, ctx.has_prefix, ctx.scale = causal, has_prefix, scale
         return o
@@ -336,7 +344,7 @@ class FlashAttention(torch.autograd.Function):
         dk = torch.empty((B, Hk, T, D), dtype=k.dtype, device=q.device)
         dv = torch.empty((B, Hk, T, D), dtype=v.dtype, device=q.device)
         common = dict(CAUSAL=ctx.causal, HAS_PREFIX=ctx.has_prefix, HEAD_DIM=D,
-                      num_warps=warps, num_stages=stages)
+                      num_warps=warps, num_stages=stages, **_dot_precision(q.dtype))
         args = (*_strides(q), *_strides(k), *_strides(v), *_strides(do), H, H // Hk, T,
                 ctx.scale, ctx.scale * LOG2E)
         _attn_bwd_dkdv[(triton.cdiv(T, block_n), B * Hk)](
@@ -386,7 +394,7 @@ def compile_specs(dtype: torch.dtype, capability: int, head_dim: int = 128, **_)
     bm, bn, w, st = fwd_config(head_dim, dtype, capability)
     for causal, prefix in ((True, False), (True, True), (False, False)):
         tag = "causal" if causal and not prefix else "prefix" if prefix else "full"
-        flags = {"CAUSAL": causal, "HAS_PREFIX": prefix, "HEAD_DIM": head_dim}
+        flags = {"CAUSAL": causal, "HAS_PREFIX": prefix, "HEAD_DIM": head_dim, **_dot_precision(dtype)}
         specs.append(CompileSpec(
             f"attn_fwd_{tag}", _attn_fwd,
             {"q_ptr": t, "k_ptr": t, "v_ptr": t, "o_ptr": t, "lse_ptr": "*fp32", "prefix_ptr": "*i32",
