@@ -37,7 +37,7 @@ from pipeline.dedup.signatures import signature_file, write_shard_signatures
 from pipeline.stage import StageError
 
 INPUTS: list[str] = ["filter"]
-VERSION = "1"
+VERSION = "2"
 
 
 @dataclass

@@ -29,11 +29,9 @@ checkpoint dedup_shards:
     output:
         f"{stage_path('dedup_signatures')}/shards.txt",
     localrule: True
-    run:
-        from pipeline.docs import shard_paths
-
-        with open(output[0], "w") as f:
-            f.writelines(f"{p.stem}\n" for p in shard_paths(input[0]))
+    shell:
+        # the shard names (pipeline.docs.SHARD_GLOB) without their suffix, one a line
+        r"ls {input[0]} | sed -n 's/^\(shard-[0-9]*\)\.parquet$/\1/p' > {output}"
 
 
 rule dedup_signatures:
