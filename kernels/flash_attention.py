@@ -30,8 +30,14 @@ LOG2E = 1.4426950408889634
 
 # ----------------------------------------------------------------------------- configs
 
+# Fixed per (head dim, dtype, arch) rather than autotuned: autotuning needs a driver (not in the
+# interpreter), re-benchmarks every new sequence length mid-training, and only fixed configs can
+# be compiled for sm_80/sm_90 in CI and checked against shared memory (tests/kernels). Values
+# start from the Triton tutorial's; they are untimed here (no GPU) - benchmarks/kernels.py is
+# where to tune them.
+
 def fwd_config(head_dim: int, dtype: torch.dtype, capability: int = 90):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages); checked against shared memory by kernels.aot."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the forward."""
     if INTERPRET:
         return 64, 64, 4, 1
     if dtype == torch.float32:
@@ -40,10 +46,10 @@ def fwd_config(head_dim: int, dtype: torch.dtype, capability: int = 90):
 
 
 def bwd_config(head_dim: int, dtype: torch.dtype, capability: int = 90):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for both backward kernels.
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the backward.
 
-    dK/dV programs hold a BLOCK_N slab of k, v, dk, dv and stream BLOCK_M query rows; dQ
-    programs hold BLOCK_N... so the dQ kernel swaps the two (wide on the rows it owns).
+    dK/dV programs own BLOCK_N keys (k, v, dk, dv stay in registers) and stream BLOCK_M query
+    rows; the dQ kernel swaps the two, owning BLOCK_N query rows and streaming BLOCK_M keys.
     """
     if INTERPRET:
         return 64, 64, 4, 1
@@ -365,8 +371,8 @@ def _check(q, k, v):
         raise ValueError(f"k/v {tuple(k.shape)} must match q {tuple(q.shape)} except in heads")
     if H % k.shape[1]:
         raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({k.shape[1]})")
-    if D not in (16, 32, 64, 128, 256):
-        raise ValueError(f"head dim {D} not supported by the Triton kernel (16, 32, 64, 128 or 256)")
+    if D not in (16, 32, 64, 128):  # powers of two for tl.arange; >128 is not compile-checked
+        raise ValueError(f"head dim {D} not supported by the Triton kernel (16, 32, 64 or 128)")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
 

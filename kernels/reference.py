@@ -7,8 +7,6 @@ is chunked so that a CPU run never holds the full (N, V) logits either.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -47,16 +45,15 @@ def attention(q, k, v, causal: bool = True, prefix_len=None, scale: float | None
     Hkv = k.shape[1]
     if Hq % Hkv:
         raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
-    scale = 1.0 / math.sqrt(D) if scale is None else scale
     if Hkv != Hq:
         k = k.repeat_interleave(Hq // Hkv, dim=1)
         v = v.repeat_interleave(Hq // Hkv, dim=1)
-    s = torch.matmul(_wide(q), _wide(k).transpose(-1, -2)) * scale
-    mask = attention_mask(T, causal, prefix_len, B, q.device)
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s, dim=-1)
-    return torch.matmul(p, _wide(v)).to(q.dtype)
+    # SDPA rather than softmax(QK^T)V by hand: on CPU it picks a fused kernel that never
+    # holds the (T, T) scores when the mask is plain causal - this is the CPU training path.
+    mask = attention_mask(T, causal, prefix_len, B, q.device) if prefix_len is not None else None
+    out = F.scaled_dot_product_attention(_wide(q), _wide(k), _wide(v), attn_mask=mask,
+                                         is_causal=causal and mask is None, scale=scale)
+    return out.to(q.dtype)
 
 
 def rms_norm(x, weight, eps: float = 1e-6):

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kernel_checks import ATTN_TOL, DEVICE, DTYPES, assert_close, run_with_grads
 from kernels import reference
@@ -67,19 +66,22 @@ def test_strided_inputs_from_a_fused_projection():
     torch.testing.assert_close(attention(q, k, v), reference.attention(q, k, v), **ATTN_TOL[torch.float32])
 
 
-def test_reference_matches_sdpa_and_explicit_prefix_mask():
+def test_reference_matches_softmax_attention_written_out():
+    # The reference uses SDPA; check it, GQA and the prefix mask against the textbook formula.
     q, k, v, _ = _qkv(2, 4, 2, 33, 16, torch.float64)
-    kk, vv = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
-    sdpa = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
-    torch.testing.assert_close(reference.attention(q, k, v), sdpa)
     prefix = torch.tensor([10, 0], device=DEVICE)
-    mask = torch.zeros(2, 1, 33, 33, dtype=torch.bool, device=DEVICE)
+    allowed = torch.zeros(2, 1, 33, 33, dtype=torch.bool, device=DEVICE)
     for b, p in enumerate(prefix.tolist()):
         for i in range(33):
             for j in range(33):
-                mask[b, 0, i, j] = j <= i or (i < p and j < p)
-    expected = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, scale=1 / math.sqrt(16))
+                allowed[b, 0, i, j] = j <= i or (i < p and j < p)
+    kk, vv = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    scores = (q @ kk.transpose(-1, -2)) / math.sqrt(16)
+    expected = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ vv
     torch.testing.assert_close(reference.attention(q, k, v, prefix_len=prefix), expected)
+    causal = torch.softmax(scores.masked_fill(~torch.ones(33, 33, dtype=torch.bool).tril(), float("-inf")), -1) @ vv
+    torch.testing.assert_close(reference.attention(q, k, v), causal)
+    torch.testing.assert_close(reference.attention(q, k, v, causal=False), torch.softmax(scores, -1) @ vv)
 
 
 def test_rejects_bad_shapes():
