@@ -36,6 +36,7 @@ def _ours(docs: list[dict]) -> tuple[float, list]:
     cfg = Config()
     cfg.language.enabled = cfg.fineweb.enabled = cfg.toxicity.enabled = False
     cfg.gopher_quality.skip_sources = cfg.gopher_repetition.skip_sources = cfg.c4.skip_sources = []
+    cfg.c4.filter_no_terminal_punct = True  # the paper's rule and datatrove's default (ours is off, as FineWeb)
     rows = [{"id": d["id"], "text": d["text"], "source": d["source"], "meta": "{}"} for d in docs]
     start = time.perf_counter()
     reasons = [judge(r, cfg)[1] for r in rows]
