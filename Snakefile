@@ -4,7 +4,7 @@
 #
 #   snakemake -c all                                   the default experiment
 #   snakemake -c all --config experiment=ci            the tiny CI recipe
-#   snakemake -c all --config sweep=conf/sweep/filter_strictness.yaml
+#   snakemake -c all --config sweep=conf/sweep/filter_and_lr.yaml
 #   snakemake -n -R filter                             what a rerun of filter would redo
 from snakemake.utils import min_version
 

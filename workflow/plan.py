@@ -26,6 +26,9 @@ from pipeline.runner import PLAN_DIR, overrides_file
 from pipeline.stage import STAGES, StageError, plan_keys
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 @dataclass
 class Point:
     name: str
@@ -47,6 +50,8 @@ def read_sweep(sweep) -> tuple[str, list[str], list[str]]:
         return "", [], []
     path = Path(str(sweep))
     if path.suffix in (".yaml", ".yml"):
+        if not path.is_file() and (REPO / path).is_file():  # relative to the repo, e.g. with -d
+            path = REPO / path
         if not path.is_file():
             raise StageError(f"sweep file {path} does not exist (see conf/sweep/ for examples)")
         spec = yaml.safe_load(path.read_text()) or {}
