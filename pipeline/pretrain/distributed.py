@@ -53,9 +53,14 @@ def pick_device(name: str, d: Dist) -> torch.device:
     return torch.device("cpu")
 
 
-def init(d: Dist, device: torch.device) -> None:
+def init(d: Dist, device: torch.device, cpu_offload: bool = False) -> None:
     if d.enabled and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda" and cpu_offload:
+            # offloaded gradients are CPU tensors: their norm (clipping) all-reduces over gloo,
+            # as torchtitan sets it up
+            backend = "cuda:nccl,cpu:gloo"
+        dist.init_process_group(backend)
 
 
 def shutdown(d: Dist) -> None:
@@ -84,7 +89,8 @@ def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool, d: Dist, devi
         return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
-    kwargs = {"offload_policy": CPUOffloadPolicy()} if cpu_offload else {}
+    # Offloading to the CPU means something only when computing on a GPU.
+    kwargs = {"offload_policy": CPUOffloadPolicy()} if cpu_offload and device.type == "cuda" else {}
     for block in model.blocks:
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)

@@ -100,7 +100,9 @@ def train(spec: Spec, log) -> dict | None:
     if d.world_size != tc.world_size:
         raise StageError(f"train.nproc x nnodes = {tc.world_size} but {d.world_size} processes are running")
     device = distributed.pick_device(tc.device, d)
-    distributed.init(d, device)
+    distributed.init(d, device, tc.strategy == "fsdp" and tc.fsdp_cpu_offload)
+    if tc.fsdp_cpu_offload and device.type != "cuda":
+        log.warning("train.fsdp_cpu_offload ignored: this run computes on the CPU already")
     old_threads = torch.get_num_threads()
     if device.type == "cpu" and tc.threads:
         torch.set_num_threads(tc.threads)  # 0 keeps torch's default (OMP_NUM_THREADS or the cores)
@@ -192,6 +194,9 @@ def _train(cfg, data_dir: Path, out: Path, ckpt_dir: Path, d, device, log) -> di
                                            prec.autocast, device, d.rank, d.world_size)
             if d.main:
                 mlog.write({"step": done, "val_loss": nats / max(n, 1)})
+                # the stage log (what a Snakemake run leaves behind) gets a line per validation
+                log.info("step %d/%d: train loss %.4f, val loss %.4f, %.0f tokens/s, elapsed %.0fs",
+                         done, tc.steps, float(loss_acc), nats / max(n, 1), last_rate, time.perf_counter() - t_start)
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             checkpoint.save(ckpt_dir, done, model, opt, sched, scaler, done * tc.global_batch(),
                             tc.keep_checkpoints, d.main)
