@@ -5,6 +5,8 @@
 Both run on one core, each in its own process (a big shared heap slowed datatrove 2x),
 on ~20k paragraph-sized documents cut from the built-in corpus (benchmarks/paragraphs.py).
 Only the rule loop is timed (no I/O, no imports). Target: ours >= 5x datatrove's docs/s.
+Both keep the same documents whatever the order (repetition sees the text before C4's line
+removal on both sides); the reason named for a document failing several rules can differ.
 datatrove needs `pip install -e .[bench]` (datatrove[processing] and spaCy: its English
 word tokenizer is spaCy's, which the processing extra does not install).
 

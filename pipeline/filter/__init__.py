@@ -5,8 +5,9 @@ Rule groups run in this order; the first rule a document fails is its drop reaso
 
     language            fastText lid.176 top language in `languages`, score >= min_score (FineWeb)
     gopher_quality      word counts, mean word length, symbols, bullets, letters, stop words
-    gopher_repetition   duplicated lines/paragraphs, top and duplicated n-grams (Gopher table A1)
     c4                  C4's line and page rules; kept pages lose the lines C4 removes
+    gopher_repetition   duplicated lines/paragraphs, top and duplicated n-grams (Gopher table A1),
+                        on the text before C4's line removal, as in FineWeb
     fineweb             FineWeb's punctuation, short-line, duplicate-line and list rules
     toxicity            alt-profanity-check's classifier (off by default, see toxicity.py)
 
@@ -35,7 +36,7 @@ from pipeline.filter.toxicity import ToxicityConfig
 from pipeline.stage import StageError
 
 INPUTS = ["collect"]
-VERSION = "1"
+VERSION = "2"
 
 __all__ = ["Config", "INPUTS", "VERSION", "run", "judge"]
 
