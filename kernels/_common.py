@@ -13,8 +13,6 @@ INTERPRET = bool(triton.knobs.runtime.interpret)
 # Triton signature type of each torch dtype, for the ahead-of-time compile specs.
 TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
-# What real launches specialise on: 16-byte aligned pointers and strides divisible by 16.
-DIVISIBLE_16 = [["tt.divisibility", 16]]
 
 
 def next_pow2(n: int) -> int:
@@ -39,16 +37,20 @@ class CompileSpec:
 
     ``kernels.aot`` compiles these for sm_80 / sm_90 without a GPU, so tests can check shared
     memory against what the chips really have (the interpreter would accept anything).
+    Signature keys must follow the kernel's argument order.
     """
 
-    def __init__(self, name, fn, signature, constexprs, num_warps, num_stages, aligned=()):
+    def __init__(self, name, fn, signature, constexprs, num_warps, num_stages, divisible=()):
         self.name, self.fn = name, fn
         self.signature = dict(signature)
         self.constexprs = dict(constexprs)
         for k in self.constexprs:
             self.signature[k] = "constexpr"
         self.options = {"num_warps": num_warps, "num_stages": num_stages}
-        self.aligned = tuple(aligned)
+        # What a real launch specialises on, and what decides vectorised and pipelined (async
+        # copy) loads, hence shared memory: pointers 16-byte aligned, and the integers that are
+        # multiples of 16 at real sizes (strides, head and hidden sizes).
+        self.divisible = tuple(k for k, v in self.signature.items() if v.startswith("*")) + tuple(divisible)
 
     def __repr__(self):
         return f"CompileSpec({self.name}, {self.constexprs}, {self.options})"

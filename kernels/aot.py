@@ -31,7 +31,7 @@ def compile_spec(spec, capability: int):
     if triton.knobs.runtime.interpret:
         raise RuntimeError("kernels.aot needs TRITON_INTERPRET unset: interpreted kernels cannot be compiled")
     names = list(spec.signature)
-    attrs = {(names.index(a) if isinstance(a, str) else a,): [["tt.divisibility", 16]] for a in spec.aligned}
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in spec.divisible}
     src = ASTSource(fn=spec.fn, signature=spec.signature, constexprs=spec.constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", capability, 32), options=spec.options)
 

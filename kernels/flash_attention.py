@@ -405,7 +405,7 @@ def compile_specs(dtype: torch.dtype, capability: int, head_dim: int = 128, **_)
             f"attn_fwd_{tag}", _attn_fwd,
             {"q_ptr": t, "k_ptr": t, "v_ptr": t, "o_ptr": t, "lse_ptr": "*fp32", "prefix_ptr": "*i32",
              **strides("q", "k", "v"), **shape, "qk_scale": "fp32"},
-            {**flags, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, aligned=range(6)))
+            {**flags, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, divisible=strides("q", "k", "v")))
         if tag == "full":
             continue
         bm2, bn2, w2, st2 = bwd_config(head_dim, dtype, capability)
@@ -414,14 +414,14 @@ def compile_specs(dtype: torch.dtype, capability: int, head_dim: int = 128, **_)
             f"attn_bwd_dkdv_{tag}", _attn_bwd_dkdv,
             {"q_ptr": t, "k_ptr": t, "v_ptr": t, "do_ptr": t, "dk_ptr": t, "dv_ptr": t, "lse_ptr": "*fp32",
              "delta_ptr": "*fp32", "prefix_ptr": "*i32", **bwd_sig},
-            {**flags, "BLOCK_M": bm2, "BLOCK_N": bn2}, w2, st2, aligned=range(9)))
+            {**flags, "BLOCK_M": bm2, "BLOCK_N": bn2}, w2, st2, divisible=strides("q", "k", "v", "d")))
         specs.append(CompileSpec(
             f"attn_bwd_dq_{tag}", _attn_bwd_dq,
             {"q_ptr": t, "k_ptr": t, "v_ptr": t, "do_ptr": t, "dq_ptr": t, "lse_ptr": "*fp32",
              "delta_ptr": "*fp32", "prefix_ptr": "*i32", **bwd_sig},
-            {**flags, "BLOCK_M": bn2, "BLOCK_N": bm2}, w2, st2, aligned=range(8)))
+            {**flags, "BLOCK_M": bn2, "BLOCK_N": bm2}, w2, st2, divisible=strides("q", "k", "v", "d")))
     specs.append(CompileSpec(
         "attn_bwd_delta", _attn_bwd_delta,
         {"o_ptr": t, "do_ptr": t, "delta_ptr": "*fp32", **strides("d"), "H": "i32", "T": "i32"},
-        {"HEAD_DIM": head_dim, "BLOCK_M": 64}, 4, 1, aligned=range(3)))
+        {"HEAD_DIM": head_dim, "BLOCK_M": 64}, 4, 1, divisible=strides("d")))
     return specs

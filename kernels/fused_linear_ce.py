@@ -142,5 +142,5 @@ def compile_specs(dtype: torch.dtype, capability: int, **_):
            "eps": "fp32"}
     return [CompileSpec(f"linear_ce_{'smooth' if smooth else 'plain'}", _ce_loss_and_grad, sig,
                         {"HAS_SMOOTHING": smooth, "WITH_GRAD": True, "ROWS": GPU_ROWS, "BLOCK_V": GPU_BLOCK_V},
-                        8, 1, aligned=(0, 2, 3, 4))
+                        NUM_WARPS, 1, divisible=("stride", "V"))
             for smooth in (False, True)]

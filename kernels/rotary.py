@@ -101,5 +101,6 @@ def compile_specs(dtype: torch.dtype, capability: int, head_dim: int = 128, **_)
            "half": "i32", "xs_b": "i32", "xs_h": "i32", "xs_t": "i32", "os_b": "i32", "os_h": "i32",
            "os_t": "i32"}
     return [CompileSpec(f"rotary_{'bwd' if inv else 'fwd'}", _rotary, sig,
-                        {"INVERSE": inv, "BLOCK_T": GPU_BLOCK_T, "BLOCK_HALF": next_pow2(head_dim // 2)}, 4, 1, aligned=(0, 1, 2, 3))
+                        {"INVERSE": inv, "BLOCK_T": GPU_BLOCK_T, "BLOCK_HALF": next_pow2(head_dim // 2)}, 4, 1,
+                        divisible=[k for k in sig if k[1:2] == "s"] + ["half"])
             for inv in (False, True)]

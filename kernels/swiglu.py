@@ -73,8 +73,8 @@ def compile_specs(dtype: torch.dtype, capability: int, **_):
     t = "*" + TRITON_DTYPE[dtype]
     return [
         CompileSpec("swiglu_fwd", _swiglu_fwd, {"gate_ptr": t, "up_ptr": t, "out_ptr": t, "n": "i32"},
-                    {"BLOCK": GPU_BLOCK}, NUM_WARPS, 1, aligned=(0, 1, 2)),
+                    {"BLOCK": GPU_BLOCK}, NUM_WARPS, 1, divisible=("n",)),
         CompileSpec("swiglu_bwd", _swiglu_bwd, {"gate_ptr": t, "up_ptr": t, "dout_ptr": t, "dgate_ptr": t,
                                                 "dup_ptr": t, "n": "i32"},
-                    {"BLOCK": GPU_BLOCK}, NUM_WARPS, 1, aligned=(0, 1, 2, 3, 4)),
+                    {"BLOCK": GPU_BLOCK}, NUM_WARPS, 1, divisible=("n",)),
     ]
