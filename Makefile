@@ -10,7 +10,7 @@ EXPERIMENT ?=
 SWEEP ?=
 SNAKE_CONFIG := $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(if $(SWEEP),sweep=$(SWEEP))
 
-.PHONY: run test test-fast sweep dag report clean install
+.PHONY: run test test-fast test-kernels sweep dag report clean install
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ sweep: install
 ## the test suite
 test: install
 	$(PY) -m pytest -q
+
+## Triton kernels on the CPU interpreter, slow tests included (part of `make test` too)
+test-kernels: install
+	$(PY) -m pytest -q tests/kernels
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
