@@ -55,13 +55,25 @@ def apply_activation_checkpointing(model) -> None:
         block.forward = functools.partial(ckpt, block.forward, use_reentrant=False)
 
 
+def can_compile(device) -> bool:
+    """Inductor generates C++ on CPU: without a compiler, train eagerly (same results) and say so."""
+    import shutil
+
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        import logging
+
+        logging.getLogger("lmdag.pretrain").warning("train.compile: no C++ compiler found; training eagerly")
+        return False
+    return True
+
+
 def prepare(model, tc, d, device):
     """The model as trained (activation checkpointing, compiled blocks, DDP/FSDP, in
     torchtitan's order) with its AdamW, lr schedule, precision and loss scaler."""
     if tc.activation_checkpointing:
         apply_activation_checkpointing(model)
-    if tc.compile:
-        for block in model.blocks:
+    if tc.compile and can_compile(device):
+        for block in model.blocks:  # per block (torchtitan): one graph, reused by every layer
             block.compile()
     model = distributed.wrap(model, tc.strategy, tc.fsdp_cpu_offload, d, device)
     opt = optim.adamw(model, tc, device.type)
