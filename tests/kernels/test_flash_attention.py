@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kernel_checks import ATTN_TOL, DEVICE, DTYPES, assert_close, run_with_grads
+from tests.kernels.kernel_checks import ATTN_TOL, DEVICE, DTYPES, assert_close, run_with_grads
 from kernels import reference
 from kernels.flash_attention import attention
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kernel_checks import DEVICE, DTYPES, TOL, assert_close, leaves
+from tests.kernels.kernel_checks import DEVICE, DTYPES, TOL, assert_close, leaves
 from kernels import reference
 from kernels.fused_linear_ce import linear_cross_entropy as triton_lce
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import kernels
-from kernel_checks import DEVICE
+from tests.kernels.kernel_checks import DEVICE
 
 TRITON_FUNCTIONS = {"attention": "FlashAttention", "rms_norm": "RMSNorm", "apply_rotary": "Rotary",
                     "swiglu": "SwiGLU", "linear_cross_entropy": "FusedLinearCrossEntropy"}

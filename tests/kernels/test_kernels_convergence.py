@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import kernels
-from kernel_checks import DEVICE
+from tests.kernels.kernel_checks import DEVICE
 
 VOCAB, D_MODEL, N_HEAD, N_KV_HEAD, HEAD_DIM, D_MLP, T = 211, 64, 2, 1, 32, 96, 40
 

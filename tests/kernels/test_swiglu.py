@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kernel_checks import DEVICE, DTYPES, TOL, assert_close, run_with_grads
+from tests.kernels.kernel_checks import DEVICE, DTYPES, TOL, assert_close, run_with_grads
 from kernels import reference
 from kernels.swiglu import swiglu
 
