@@ -167,7 +167,7 @@ def tokenizer_agreement(texts: list[str]) -> int:
 
     h, off = shard_words(texts)
     return sum(
-        h[off[i]:off[i + 1]].tolist() != [xxhash.xxh3_64_intdigest(w) for w in words(t)] for i, t in enumerate(texts)
+        h[off[i]:off[i + 1]].tolist() != [xxhash.xxh3_64_intdigest(w.encode()) for w in words(t)] for i, t in enumerate(texts)
     )
 
 

@@ -56,7 +56,7 @@ def shard_words(texts) -> tuple[np.ndarray, np.ndarray]:
     encoded = pc.dictionary_encode(pc.filter(flat, nonempty))
     parents = pc.filter(pc.list_parent_indices(split), nonempty).to_numpy()
     vocab = encoded.dictionary.to_pylist()
-    word_hash = np.fromiter((xxhash.xxh3_64_intdigest(w) for w in vocab), dtype=np.uint64, count=len(vocab))
+    word_hash = np.fromiter((xxhash.xxh3_64_intdigest(w.encode()) for w in vocab), dtype=np.uint64, count=len(vocab))
     h = word_hash[encoded.indices.to_numpy(zero_copy_only=False)]
     offsets = np.concatenate([[0], np.cumsum(np.bincount(parents, minlength=len(arr)))]).astype(np.int64)
     return h, offsets
@@ -92,7 +92,7 @@ def shard_shingles(texts, ngram: int) -> ShardShingles:
             exact += xxhash.xxh3_128_digest(h[off[i]:off[i + 1]].tobytes())
         else:
             raw = texts[i].as_py() if isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts[i]
-            exact += xxhash.xxh3_128_digest("\0raw\0" + (raw or "").strip())
+            exact += xxhash.xxh3_128_digest(("\0raw\0" + (raw or "").strip()).encode())
     total = len(h)
     # s[p] = sum_k h[p+k] * W_k over every position; windows that cross a document end are dropped.
     padded = np.concatenate([h, np.zeros(ngram - 1, dtype=np.uint64)])
