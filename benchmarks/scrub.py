@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,11 +42,9 @@ def _worker(tool: str, corpus: Path, n: int, out: Path) -> None:
 
 
 def _run(tool: str, corpus: Path, n: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.json"
-        subprocess.run([sys.executable, __file__, "--worker", tool, "--corpus", str(corpus), "--docs", str(n),
-                        "--out", str(out)], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        return json.loads(out.read_text())
+    from benchmarks.isolated import run_worker
+
+    return run_worker(__file__, tool, corpus, n)
 
 
 def main() -> None:
