@@ -45,7 +45,7 @@ test-fast: install
 ## the DAG as a picture (mermaid, rendered by GitHub; linked from the README)
 dag: install
 	{ echo '# The lmdag DAG'; echo; echo 'Regenerate with `make dag` (`snakemake --rulegraph mermaid-js`).'; echo; \
-	  echo '```mermaid'; $(SNAKEMAKE) --quiet all --rulegraph mermaid-js --config experiment=ci; echo '```'; } > docs/rulegraph.md
+	  echo '```mermaid'; $(SNAKEMAKE) -c 1 --quiet all --rulegraph mermaid-js --config experiment=ci; echo '```'; } > docs/rulegraph.md
 
 clean:
 	rm -rf results .snakemake
