@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -70,6 +70,10 @@ class Config:
     workers: int = 1
     # Clusters shown in examples.jsonl and the report, of each kind (near / exact).
     sample_size: int = 5
+    # Decontamination: drop training documents sharing a word n-gram with these eval tasks
+    # (names or task YAMLs, as in evaluate.tasks), GPT-3's 13-grams; reason `eval_overlap`.
+    remove_eval_overlap: list[str] = field(default_factory=list)
+    eval_ngram: int = 13
 
 
 VERIFY = ("exact", "estimated", "none")
@@ -204,7 +208,13 @@ def run(cfg: Config, inputs: dict, out: Path, log) -> dict:
         clusters = dirs["clusters"]
     summary = json.loads((Path(clusters) / "stats.json").read_text())
     summary["clusters_wall_s"] = summary.pop("wall_s", None)
-    stats = remove_all(source, Path(clusters) / "assign", out, cfg.workers)
+    index = None
+    if cfg.remove_eval_overlap:
+        from pipeline.evaluate.contamination import NgramIndex, eval_texts
+
+        index = NgramIndex.from_texts(eval_texts(list(cfg.remove_eval_overlap)), n=cfg.eval_ngram)
+        log.info("eval-overlap index: %d %d-grams from %s", len(index), cfg.eval_ngram, cfg.remove_eval_overlap)
+    stats = remove_all(source, Path(clusters) / "assign", out, cfg.workers, index)
     shutil.copy(Path(clusters) / "examples.jsonl", out / "examples.jsonl")
     if work is not None:
         shutil.rmtree(work)

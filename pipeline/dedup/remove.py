@@ -29,7 +29,7 @@ def with_cluster(meta: str | None, cluster: str, size: int) -> str:
     return json.dumps(m, ensure_ascii=False)
 
 
-def remove_shard(in_path: Path, assign_dir: Path, out_dir: Path) -> dict:
+def remove_shard(in_path: Path, assign_dir: Path, out_dir: Path, eval_index=None) -> dict:
     try:
         rows = docs.read_rows(in_path)
         assign_file = Path(assign_dir) / in_path.name
@@ -38,7 +38,9 @@ def remove_shard(in_path: Path, assign_dir: Path, out_dir: Path) -> dict:
         for i, row in enumerate(rows):
             a = assign.get(i) or {"cluster": row["id"], "size": 1, "action": "keep"}
             row = {**row, "meta": with_cluster(row["meta"], a["cluster"], a["size"])}
-            if a["action"] == "keep":
+            if a["action"] == "keep" and eval_index is not None and eval_index.overlaps(row["text"]):
+                dropped.append({**row, "reason": "eval_overlap"})
+            elif a["action"] == "keep":
                 kept.append(row)
             else:
                 dropped.append({**row, "reason": a["action"]})
@@ -56,9 +58,9 @@ def remove_shard(in_path: Path, assign_dir: Path, out_dir: Path) -> dict:
     }
 
 
-def remove_all(source: Path, assign_dir: Path, out: Path, workers: int) -> dict:
+def remove_all(source: Path, assign_dir: Path, out: Path, workers: int, eval_index=None) -> dict:
     paths = docs.shard_paths(source)
-    fn = partial(remove_shard, assign_dir=assign_dir, out_dir=out)
+    fn = partial(remove_shard, assign_dir=assign_dir, out_dir=out, eval_index=eval_index)
     bar = tqdm(total=len(paths), desc="dedup remove", unit="shard", disable=None)
     parts = []
     if workers <= 1 or len(paths) <= 1:

@@ -154,3 +154,24 @@ def test_cli_on_user_files(tmp_path):
     assert len(out) == 2 and all("dedup_cluster" in r["meta"] for r in out)
     stats = json.loads((tmp_path / "out.jsonl.stats.json").read_text())
     assert stats["dropped"] == {"exact_duplicate": 1}
+
+
+def test_training_documents_overlapping_an_eval_set_are_removed(tmp_path):
+    from pipeline.docs import write_table
+
+    leaked = "the committee voted to approve the new budget for the city schools after a long debate on tuesday night"
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    (task_dir / "roll.jsonl").write_text(json.dumps({"text": leaked}) + "\n")
+    (task_dir / "roll.yaml").write_text(
+        "task: roll\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: roll.jsonl\n"
+        'output_type: loglikelihood_rolling\ntest_split: test\ndoc_to_text: ""\ndoc_to_target: "{{text}}"\n')
+    src = tmp_path / "src"
+    rows = [doc("clean", paragraph(random.Random(1), 80), "web/x"),
+            doc("leaky", "Some words first. " + leaked.upper() + " and more after it.", "web/x")]
+    write_table(src / "shard-00000.parquet", rows)
+    (src / "stats.json").write_text("{}")
+    stats = run_dedup(src, tmp_path / "out", remove_eval_overlap=[str(task_dir / "roll.yaml")])
+    assert stats["dropped"] == {"eval_overlap": 1} and stats["docs_kept"] == 1
+    assert [r["id"] for r in dropped_rows(tmp_path / "out")] == ["leaky"]
+    assert run_dedup(src, tmp_path / "out2")["docs_kept"] == 2
