@@ -16,6 +16,7 @@ from pipeline.stage import (
     plan_keys,
     stage_dir,
     stage_module,
+    typed_config,
 )
 
 PLAN_DIR = ".plan"
@@ -25,11 +26,19 @@ def overrides_file(results: Path, stage: str, key: str) -> Path:
     return Path(results) / PLAN_DIR / stage / f"{key}.json"
 
 
-def run_planned(stage: str, overrides: list[str], key: str | None = None) -> Path:
-    """Compose the config, derive every key, run ``stage`` into results/<stage>/<key>/.
+def planned_overrides(results: Path, stage: str, key: str) -> list[str]:
+    """The overrides that produce ``key``, written when Snakemake planned the DAG."""
+    path = overrides_file(results, stage, key)
+    if not path.is_file():
+        raise StageError(f"{stage}: no plan for key {key} at {path}; run the stage through snakemake")
+    return json.loads(path.read_text())["overrides"]
 
-    When Snakemake passes the key it expects, a mismatch means the plan and the stage
-    disagree (code version or config changed between planning and running): refuse.
+
+def _compose_checked(stage: str, overrides: list[str], key: str | None):
+    """(config, every stage key); refuses when ``key`` is given and the config composes to another.
+
+    A mismatch means the plan and the stage disagree (the config or the stage's code changed
+    between planning and running).
     """
     cfg = compose(overrides)
     keys = plan_keys(cfg)
@@ -38,6 +47,12 @@ def run_planned(stage: str, overrides: list[str], key: str | None = None) -> Pat
             f"{stage}: the config composes to key {keys[stage]}, but Snakemake asked for {key}. "
             f"The config or the stage's code changed since the DAG was planned: rerun snakemake."
         )
+    return cfg, keys
+
+
+def run_planned(stage: str, overrides: list[str], key: str | None = None) -> Path:
+    """Compose the config, derive every key, run ``stage`` into results/<stage>/<key>/."""
+    cfg, keys = _compose_checked(stage, overrides, key)
     results = Path(cfg.results_dir)
     inputs = {up: stage_dir(results, up, keys[up]) for up in stage_module(stage).INPUTS}
     # A stage split into scatter/gather steps (STEPS) reads its last step's output when
@@ -63,13 +78,7 @@ def run_step_from_plan_file(stage: str, step: str, key: str, results: str = "res
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    path = overrides_file(Path(results), stage, key)
-    if not path.is_file():
-        raise StageError(f"{stage}: no plan for key {key} at {path}; run the stage through snakemake")
-    cfg = compose(json.loads(path.read_text())["overrides"])
-    keys = plan_keys(cfg)
-    if keys[stage] != key:
-        raise StageError(f"{stage}: the config composes to key {keys[stage]}, but Snakemake asked for {key}: rerun snakemake.")
+    cfg, keys = _compose_checked(stage, planned_overrides(Path(results), stage, key), key)
     module = stage_module(stage)
     steps = getattr(module, "STEPS", {})
     if step not in steps:
@@ -79,16 +88,13 @@ def run_step_from_plan_file(stage: str, step: str, key: str, results: str = "res
     for up, p in inputs.items():
         if not is_complete(p):
             raise StageError(f"{stage} {step}: input {up!r} at {p} is missing or unfinished")
-    steps[step](module.Config(**config_subtree(cfg, stage)), inputs, step_dirs(results_dir, stage, key, steps),
+    steps[step](typed_config(module.Config, config_subtree(cfg, stage)), inputs, step_dirs(results_dir, stage, key, steps),
                 list(args), logging.getLogger(f"lmdag.{stage}.{step}"))
 
 
 def run_from_plan_file(stage: str, key: str, results: str = "results") -> Path:
     """Snakemake's entry: the overrides that produce ``key`` were written at planning time."""
-    path = overrides_file(Path(results), stage, key)
-    if not path.is_file():
-        raise StageError(f"{stage}: no plan for key {key} at {path}; run the stage through snakemake")
-    return run_planned(stage, json.loads(path.read_text())["overrides"], key)
+    return run_planned(stage, planned_overrides(Path(results), stage, key), key)
 
 
 def _as_document_dir(in_path: str, tmp: Path, log_name: str) -> Path:
