@@ -128,7 +128,7 @@ def _reformat(text: str, rng: random.Random) -> str:
 
 
 def build(root: Path) -> None:
-    from pipeline.docs import ShardWriter, doc
+    from pipeline.core.docs import ShardWriter, doc
 
     started = time.time()
     rng = random.Random(SEED)
@@ -169,7 +169,7 @@ def build(root: Path) -> None:
 def texts() -> list[str]:
     import pyarrow.parquet as pq
 
-    from pipeline.docs import shard_paths
+    from pipeline.core.docs import shard_paths
 
     return [t for p in shard_paths(corpus_dir()) for t in pq.read_table(p, columns=["text"]).column("text").to_pylist()]
 
@@ -177,7 +177,7 @@ def texts() -> list[str]:
 def doc_ids() -> list[str]:
     import pyarrow.parquet as pq
 
-    from pipeline.docs import shard_paths
+    from pipeline.core.docs import shard_paths
 
     return [t for p in shard_paths(corpus_dir()) for t in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
 

@@ -45,7 +45,7 @@ def run_lmdag(corpus: Path, work: Path) -> dict:
     import pyarrow.parquet as pq
 
     from pipeline.dedup import Config
-    from pipeline.docs import iter_docs
+    from pipeline.core.docs import iter_docs
     from pipeline.stage import execute
 
     subtree = dataclasses.asdict(Config(threshold=THRESHOLD, workers=1))

@@ -28,8 +28,8 @@ def _write_tasks(tmp: Path, limit: int) -> Path:
     """Our built-in task YAMLs with absolute data paths (lm-eval wants them), plus a rolling task."""
     import yaml
 
-    from pipeline.evaluate import builtin
-    from pipeline.evaluate.tasks import BUILTIN_DIR
+    from pipeline.core.tasks import builtin
+    from pipeline.core.tasks import BUILTIN_DIR
 
     tdir = tmp / "tasks"
     tdir.mkdir()
@@ -66,7 +66,7 @@ def main() -> None:
         sys.exit("lm-eval is not installed: pip install -e .[bench]")
     from pipeline.evaluate.evaluator import evaluate
     from pipeline.evaluate.models import load_hf
-    from pipeline.evaluate.tasks import load_task
+    from pipeline.core.tasks import load_task
     from pipeline.evaluate.tiny import save_hf_model
 
     with tempfile.TemporaryDirectory() as tmp_name:

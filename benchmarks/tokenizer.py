@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import docs
+from pipeline.core import docs
 from pipeline.tokenize import bpe, encode
 
 CACHE = Path("results/benchmarks/tokenizer-corpus")

@@ -22,11 +22,11 @@ import torch
 
 from pipeline.model import Config as ModelConfig
 from pipeline.model import Transformer
-from pipeline.pretrain import metrics
-from pipeline.pretrain.batches import WindowSampler
-from pipeline.pretrain.distributed import Dist
+from pipeline.train import metrics
+from pipeline.train.batches import WindowSampler
+from pipeline.train.distributed import Dist
 from pipeline.pretrain.loop import optimizer_step, prepare
-from pipeline.pretrain.train_config import Config as TrainConfig
+from pipeline.train.config import Config as TrainConfig
 
 
 def model_config(preset: str, vocab: int) -> ModelConfig:

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline import docs
+from pipeline.core import docs
 from pipeline.config import compose
 from pipeline.stage import (
     StageError,

@@ -28,6 +28,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from pipeline.core.errors import StageError
+
 # Stage name -> module. The order is the DAG's order; later issues add lines here.
 STAGES: dict[str, str] = {
     "collect": "pipeline.collect",
@@ -40,7 +42,7 @@ STAGES: dict[str, str] = {
 }
 
 # Config groups that are not content-addressed stages (they still get a schema).
-OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model", "train": "pipeline.pretrain.train_config"}
+OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model", "train": "pipeline.train.config"}
 
 # Knobs that never change a stage's result: they stay out of its key.
 NOT_IN_KEY = {"workers", "progress", "log_every", "sample_size",
@@ -49,10 +51,6 @@ NOT_IN_KEY = {"workers", "progress", "log_every", "sample_size",
               "tensorboard", "peak_tflops"}
 
 KEY_LENGTH = 12
-
-
-class StageError(RuntimeError):
-    """An error a user can act on: the message names the file, line or key at fault."""
 
 
 def stage_module(name: str) -> ModuleType:

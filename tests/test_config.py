@@ -2,7 +2,8 @@
 import pytest
 
 from pipeline.config import compose, normalize_overrides
-from pipeline.stage import StageError, plan_keys
+from pipeline.core.errors import StageError
+from pipeline.stage import plan_keys
 
 
 def test_defaults_compose_and_every_stage_has_a_key():

@@ -5,7 +5,8 @@ import types
 import pytest
 
 from pipeline import stage as stage_mod
-from pipeline.stage import StageError, execute, keyed_subtree, stage_key
+from pipeline.core.errors import StageError
+from pipeline.stage import execute, keyed_subtree, stage_key
 
 
 def test_key_ignores_knobs_that_do_not_change_results():

@@ -18,9 +18,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.collect import builtin, readers
-from pipeline.docs import DROPPED_SCHEMA, ShardWriter, doc, read_rows, shard_paths, write_table
-from pipeline.evaluate.canaries import CanaryConfig, plant_canaries
-from pipeline.stage import StageError
+from pipeline.core.docs import DROPPED_SCHEMA, ShardWriter, doc, read_rows, shard_paths, write_table
+from pipeline.core.canaries import CanaryConfig, plant_canaries
+from pipeline.core.errors import StageError
 
 INPUTS: list[str] = []
 VERSION = "1"

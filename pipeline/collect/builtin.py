@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline.collect import safe_pickle
-from pipeline.collect.archives import Archive, fetch
+from pipeline.core.fetch import Archive, fetch
 
 GENSIM_DATA = "gensim/test/test_data/"
 WIKI_MEMBER = GENSIM_DATA + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"

@@ -28,13 +28,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import docs
+from pipeline.core import docs
 from pipeline.dedup.buckets import find_candidates
 from pipeline.dedup.clusters import build_clusters
 from pipeline.dedup.minhash import candidate_probability, lsh_params
 from pipeline.dedup.remove import remove_all
 from pipeline.dedup.signatures import signature_file, write_shard_signatures
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 INPUTS: list[str] = ["filter"]
 VERSION = "2"
@@ -210,9 +210,10 @@ def run(cfg: Config, inputs: dict, out: Path, log) -> dict:
     summary["clusters_wall_s"] = summary.pop("wall_s", None)
     index = None
     if cfg.remove_eval_overlap:
-        from pipeline.evaluate.contamination import NgramIndex, eval_texts
+        from pipeline.core.ngrams import NgramIndex
+        from pipeline.core.tasks import task_texts
 
-        index = NgramIndex.from_texts(eval_texts(list(cfg.remove_eval_overlap)), n=cfg.eval_ngram)
+        index = NgramIndex.from_texts(task_texts(list(cfg.remove_eval_overlap)), n=cfg.eval_ngram)
         log.info("eval-overlap index: %d %d-grams from %s", len(index), cfg.eval_ngram, cfg.remove_eval_overlap)
     stats = remove_all(source, Path(clusters) / "assign", out, cfg.workers, index)
     shutil.copy(Path(clusters) / "examples.jsonl", out / "examples.jsonl")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import docs
+from pipeline.core import docs
 
 
 def with_cluster(meta: str | None, cluster: str, size: int) -> str:

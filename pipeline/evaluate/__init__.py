@@ -20,8 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.canaries import CanaryConfig
-from pipeline.stage import StageError
+from pipeline.core.canaries import CanaryConfig
+from pipeline.core.errors import StageError
 
 INPUTS = ["pretrain", "tokenize"]
 VERSION = "1"
@@ -66,7 +66,7 @@ def _decode_docs(tok_dir: Path, split: str, max_docs: int) -> list[str]:
     """Documents of a tokenize split, decoded to text (special tokens dropped)."""
     from tokenizers import Tokenizer
 
-    from pipeline.tokenize.data import TokenData
+    from pipeline.core.tokens import TokenData
 
     data = TokenData(tok_dir)
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
@@ -120,11 +120,12 @@ def evaluate_model(model_dir, tasks: list[str] | None = None, tokenize_dir=None,
 
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
-    from pipeline.evaluate import canaries as C
+    from pipeline.core import canaries as C
+    from pipeline.core.ngrams import NgramIndex
     from pipeline.evaluate import contamination
     from pipeline.evaluate.evaluator import evaluate
     from pipeline.evaluate.models import load_lm
-    from pipeline.evaluate.tasks import load_task
+    from pipeline.core.tasks import load_task
 
     if isinstance(cfg.canaries, dict):
         cfg.canaries = CanaryConfig(**cfg.canaries)
@@ -172,7 +173,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     if tok_dir is not None and (cfg.contamination_ngram or cfg.canaries.count):
         train_texts = _decode_docs(tok_dir, "train", cfg.contamination_max_docs)
     if cfg.contamination_ngram and train_texts is not None:
-        index = contamination.NgramIndex.from_texts(train_texts, cfg.contamination_ngram)
+        index = NgramIndex.from_texts(train_texts, cfg.contamination_ngram)
         stats["contamination"] = {t.name: contamination.report(index, [t.decontamination_text(d) for d in t.docs])
                                   for t in loaded}
         stats["contamination_train_docs"] = len(train_texts)

@@ -6,8 +6,8 @@ import time
 
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.lm import LM
-from pipeline.evaluate.tasks import Task, build_requests
-from pipeline.stage import StageError
+from pipeline.core.tasks import Task, build_requests
+from pipeline.core.errors import StageError
 
 
 def _apply_filter(steps: list[dict], text: str, where: str) -> str:

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from pipeline.evaluate.lm import CausalLM, HFTokenizer, Tokenizer, logits_fn
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
+from pipeline.model.io import is_model_dir
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when neither config nor tokenizer says
 
@@ -53,39 +54,16 @@ def load_hf(path: Path, batch_size: int = 16, device: str = "cpu", max_length: i
                     batch_size=batch_size, device=device)
 
 
-def _native_files(path: Path) -> tuple[Path, Path, Path] | None:
-    weights, config, tokenizer = path / "model.safetensors", path / "model_config.json", path / "tokenizer.json"
-    if not config.is_file():
-        config = path / "config.json"
-    if weights.is_file() and config.is_file() and tokenizer.is_file():
-        return weights, config, tokenizer
-    return None
-
-
 def load_native(path: Path, batch_size: int = 16, device: str = "cpu", max_length: int = 0) -> CausalLM:
-    """Our Transformer: model.safetensors + its Config (json) + tokenizer.json."""
-    import torch
-    from safetensors.torch import load_file
-
-    from pipeline.model import Config, Transformer
-
-    files = _native_files(Path(path))
-    if files is None:
-        raise StageError(f"{path}: no native model (model.safetensors, model_config.json, tokenizer.json)")
-    weights, config, tokenizer = files
-    raw = json.loads(config.read_text())
-    raw = raw.get("model", raw)
-    fields = set(Config.__dataclass_fields__)
-    cfg = Config(**{k: v for k, v in raw.items() if k in fields})
-    model = Transformer(cfg)
-    model.load_state_dict(load_file(str(weights)), strict=False)
-    model.to(device).eval()
-    meta = Path(path) / "tokenizer_meta.json"  # the tokenize stage's meta.json, copied by pretrain
-    ids = json.loads(meta.read_text()).get("special_tokens", {}) if meta.is_file() else {}
+    """Our Transformer from a model directory (pipeline/model/io.py), loaded strictly."""
     from tokenizers import Tokenizer as RawTokenizer
 
-    tok = Tokenizer(RawTokenizer.from_file(str(tokenizer)), ids.get("bos"), ids.get("eos"))
-    return CausalLM(logits_fn(model), tok, max_length or cfg.max_seq_len, batch_size=batch_size, device=device)
+    from pipeline.model.io import TOKENIZER, load_model, special_token_ids
+
+    model = load_model(path, device)
+    ids = special_token_ids(path)
+    tok = Tokenizer(RawTokenizer.from_file(str(Path(path) / TOKENIZER)), ids.get("bos"), ids.get("eos"))
+    return CausalLM(logits_fn(model), tok, max_length or model.cfg.max_seq_len, batch_size=batch_size, device=device)
 
 
 def load_lm(path: Path, source: str = "auto", batch_size: int = 16, device: str = "cpu", max_length: int = 0) -> tuple[CausalLM, str]:
@@ -94,12 +72,8 @@ def load_lm(path: Path, source: str = "auto", batch_size: int = 16, device: str 
     if source not in ("auto", "native", "hf"):
         raise StageError(f"evaluate.model_source={source!r}: choose auto, native or hf")
     hf_dir = path / "hf" if (path / "hf" / "config.json").is_file() else path
-    if source == "native" or (source == "auto" and _native_files(path) is not None):
-        try:
-            return load_native(path, batch_size, device, max_length), "native"
-        except (ImportError, TypeError, KeyError, RuntimeError) as err:
-            if source == "native":
-                raise StageError(f"{path}: cannot load the native model: {type(err).__name__}: {err}") from None
+    if source == "native" or (source == "auto" and is_model_dir(path)):
+        return load_native(path, batch_size, device, max_length), "native"
     if not (hf_dir / "config.json").is_file():
         raise StageError(f"{path}: no model found (neither model.safetensors + config nor an hf/ export)")
     return load_hf(hf_dir, batch_size, device, max_length), "hf"

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pipeline.docs import map_shards
+from pipeline.core.docs import map_shards
 from pipeline.filter.apply import filter_shard, judge
 from pipeline.filter.c4 import C4Config
 from pipeline.filter.fineweb import FineWebConfig
 from pipeline.filter.gopher import GopherQualityConfig, GopherRepetitionConfig
 from pipeline.filter.language import LanguageConfig
 from pipeline.filter.toxicity import ToxicityConfig
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 INPUTS = ["collect"]
 VERSION = "2"

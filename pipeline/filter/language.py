@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.model import Config as ModelConfig
-from pipeline.pretrain.train_config import Config as TrainConfig
+from pipeline.train.config import Config as TrainConfig
 
 INPUTS = ["tokenize"]
 VERSION = "1"
@@ -67,7 +67,8 @@ def checkpoint_dir(out: Path) -> Path:
 
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
-    from pipeline.pretrain import distributed, loop
+    from pipeline.pretrain import loop
+    from pipeline.train import distributed
 
     cfg = cfg.typed()
     cfg.train.validate()
@@ -76,7 +77,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     spec = loop.Spec(config=asdict(cfg), data_dir=str(inputs["tokenize"]), out_dir=str(out), ckpt_dir=str(ckpt))
     if cfg.train.world_size > 1:
         spec.save(ckpt / "spec.json")
-        distributed.launch(cfg.train, ckpt / "spec.json", log)
+        distributed.launch(cfg.train, ckpt / "spec.json", log, "pipeline.pretrain.worker")
         stats = loop.read_worker_stats(out)
     else:
         stats = loop.train(spec, log)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from pipeline.pretrain import checkpoint, evaluation
-from pipeline.pretrain.batches import eval_starts
+from pipeline.train import checkpoint, evaluation
+from pipeline.train.batches import eval_starts
 
 
 def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: Path, device, log,
             stats: dict) -> dict:
     from pipeline.model import build
+    from pipeline.model.io import save_model_dir
 
     model = build(cfg.model).to(device)
     model.load_state_dict(weights)
@@ -31,10 +31,7 @@ def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: P
     texts = evaluation.samples(model, tokenizer, list(cfg.prompts), cfg.sample_tokens, cfg.sample_temperature,
                                cfg.sample_top_k, cfg.seed, eos, device)
 
-    checkpoint.save_weights(weights, out / "model.safetensors", {"format": "pt"})
-    (out / "model_config.json").write_text(json.dumps(asdict(cfg.model), indent=2))
-    shutil.copy(tokenizer, out / "tokenizer.json")
-    shutil.copy(data.dir / "meta.json", out / "tokenizer_meta.json")
+    save_model_dir(out, model, tokenizer, data.dir / "meta.json", state=weights, log=log)
     last = checkpoint.latest(ckpt_dir)
     if last is not None:  # the optimizer & co. of the last step, to continue training from
         shutil.copy(last / "train_state.pt", out / "train_state.pt")
@@ -43,7 +40,6 @@ def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: P
         shutil.copytree(ckpt_dir / "tensorboard", out / "tensorboard")
     (out / "samples.txt").write_text("\n\n".join(f"--- sample {i + 1}\n{t}" for i, t in enumerate(texts)) + "\n",
                                      encoding="utf-8")
-    _export_hf(model, cfg, tokenizer, out / "hf", log)
 
     train_losses = [r["loss"] for r in _records(out / "metrics.jsonl") if "loss" in r]
     trained_tokens = (stats["steps"] - stats["resumed_from_step"]) * stats["tokens_per_step"]
@@ -69,13 +65,3 @@ def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: P
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
-def _export_hf(model, cfg, tokenizer: Path, target: Path, log) -> None:
-    try:
-        from pipeline.model import hf
-    except ImportError:
-        log.warning("pipeline.model.hf is not available: no Hugging Face export")
-        return
-    with torch.no_grad():
-        hf.export_hf(model.cpu(), tokenizer, target)

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline.pretrain import checkpoint, distributed, evaluation, metrics, optim, precision
-from pipeline.pretrain.batches import WindowSampler, eval_starts, micro_batch_start
-from pipeline.stage import StageError
+from pipeline.train import checkpoint, distributed, evaluation, metrics, optim, precision
+from pipeline.train.batches import WindowSampler, eval_starts, micro_batch_start
+from pipeline.core.errors import StageError
 
 # Test hook for the resume test: SIGKILL this process right after finishing that step.
 KILL_AFTER_STEP_ENV = "LMDAG_PRETRAIN_KILL_AFTER_STEP"
@@ -129,7 +129,7 @@ def train(spec: Spec, log) -> dict | None:
 
 def _train(cfg, data_dir: Path, out: Path, ckpt_dir: Path, d, device, log) -> dict | None:
     from pipeline.model import build
-    from pipeline.tokenize.data import TokenData
+    from pipeline.core.tokens import TokenData
 
     tc = cfg.train
     data = TokenData(data_dir)

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.pretrain import distributed, loop
+from pipeline.pretrain import loop
+from pipeline.train import distributed
 
 
 def main(argv: list[str]) -> int:

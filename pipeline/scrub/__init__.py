@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pipeline.docs import map_shards
+from pipeline.core.docs import map_shards
 from pipeline.scrub.apply import scrub_shard, scrub_text
 from pipeline.scrub.detect import KINDS
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 INPUTS = ["dedup"]
 VERSION = "1"

@@ -3,7 +3,7 @@
 Writes ``tokenizer.json`` (loads with ``transformers.PreTrainedTokenizerFast``), ``train.bin`` /
 ``val.bin`` (flat uint16, or uint32 above 65536 ids), ``train.idx.npy`` / ``val.idx.npy``
 (document start offsets) and ``meta.json`` (dtype, special token ids, token and byte counts,
-bytes per token, encode MB/s). Read them with ``pipeline.tokenize.data.TokenData``.
+bytes per token, encode MB/s). Read them with ``pipeline.core.tokens.TokenData``.
 
 Usage:  python -m pipeline tokenize in=my_docs.jsonl out=tok/ vocab_size=8192
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline import docs
+from pipeline.core import docs
 from pipeline.stage import STAGES, StageError
 from pipeline.tokenize import bpe, encode
 

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from pipeline.collect import builtin, safe_pickle
-from pipeline.collect.archives import Archive, fetch
-from pipeline.stage import StageError
+from pipeline.core.fetch import Archive, fetch
+from pipeline.core.errors import StageError
 
 
 def first(reader, n=5):

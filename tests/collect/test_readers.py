@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline.docs import iter_docs, read_rows
-from pipeline.stage import StageError, execute
+from pipeline.core.docs import iter_docs, read_rows
+from pipeline.core.errors import StageError
+from pipeline.stage import execute
 
 
 def collect(tmp_path, sources, **cfg):

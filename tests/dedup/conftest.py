@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.docs import ShardWriter, doc
+from pipeline.core.docs import ShardWriter, doc
 
 WORDS = ("river stone light garden window letter morning voice city winter table paper forest "
          "music station bridge summer market island teacher doctor friend animal mountain road "

@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import dedup
-from pipeline.docs import doc, iter_docs
+from pipeline.core.docs import doc, iter_docs
 from pipeline.runner import step_dirs
-from pipeline.stage import StageError, execute
+from pipeline.core.errors import StageError
+from pipeline.stage import execute
 from tests.dedup.conftest import paragraph, write_corpus
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -157,7 +158,7 @@ def test_cli_on_user_files(tmp_path):
 
 
 def test_training_documents_overlapping_an_eval_set_are_removed(tmp_path):
-    from pipeline.docs import write_table
+    from pipeline.core.docs import write_table
 
     leaked = "the committee voted to approve the new budget for the city schools after a long debate on tuesday night"
     task_dir = tmp_path / "task"

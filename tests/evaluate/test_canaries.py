@@ -2,7 +2,7 @@
 import json
 import math
 
-from pipeline.evaluate.canaries import CanaryConfig, exposure, generate, plant_canaries, present
+from pipeline.core.canaries import CanaryConfig, exposure, generate, plant_canaries, present
 
 
 def test_canaries_are_deterministic_and_follow_their_format():

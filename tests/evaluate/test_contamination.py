@@ -1,5 +1,6 @@
 """Train/test n-gram overlap and the dedup hook's building block."""
-from pipeline.evaluate.contamination import NgramIndex, ngram_hashes, report
+from pipeline.core.ngrams import NgramIndex, ngram_hashes
+from pipeline.evaluate.contamination import report
 
 TRAIN = ["In the beginning God created the heaven and the earth and the earth was without form and void",
          "Completely unrelated text about snakes and pipelines and language models trained on CPUs today"]
@@ -28,6 +29,6 @@ def test_hashes_are_stable_across_processes():
     import subprocess
     import sys
 
-    code = "from pipeline.evaluate.contamination import ngram_hashes; print(int(ngram_hashes('a b c d e f g h', 8)[0]))"
+    code = "from pipeline.core.ngrams import ngram_hashes; print(int(ngram_hashes('a b c d e f g h', 8)[0]))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == str(int(ngram_hashes("a b c d e f g h", 8)[0]))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import evaluate as stage
-from pipeline.evaluate.canaries import CanaryConfig, generate
+from pipeline.core.canaries import CanaryConfig, generate
 from pipeline.report.blocks import Context, Heading, Table, render_markdown
 
 
@@ -79,7 +79,7 @@ def test_stage_scores_tasks_heldout_contamination_and_canaries(tmp_path, stage_i
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from pipeline.stage import StageError
+    from pipeline.core.errors import StageError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(StageError, match="no model found"):

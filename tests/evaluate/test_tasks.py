@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from pipeline.evaluate.tasks import build_requests, load_task
-from pipeline.stage import StageError
+from pipeline.core.tasks import build_requests, load_task
+from pipeline.core.errors import StageError
 
 
 

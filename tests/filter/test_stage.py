@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.docs import doc, iter_docs, read_rows, shard_paths, write_table
+from pipeline.core.docs import doc, iter_docs, read_rows, shard_paths, write_table
 from pipeline.filter import Config, judge
-from pipeline.stage import StageError, execute
+from pipeline.core.errors import StageError
+from pipeline.stage import execute
 
 from tests.filter.test_rules import PROSE
 

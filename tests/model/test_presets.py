@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import CONF_DIR, compose
 from pipeline.model import Config, build, describe, main
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml"))
 

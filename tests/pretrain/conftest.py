@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.docs import doc, write_table
+from pipeline.core.docs import doc, write_table
 from pipeline.stage import execute
 
 torch.set_num_threads(1)

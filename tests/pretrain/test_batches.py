@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from pipeline.pretrain.batches import WindowSampler, eval_starts, micro_batch_start
-from pipeline.pretrain.train_config import Config
+from pipeline.train.batches import WindowSampler, eval_starts, micro_batch_start
+from pipeline.train.config import Config
 
 
 def test_an_epoch_reads_every_window_once_in_a_seeded_order():

@@ -4,8 +4,9 @@ import torch
 
 from pipeline.model import Config as ModelConfig
 from pipeline.model import Transformer
-from pipeline.pretrain import checkpoint, optim, precision
-from pipeline.pretrain.train_config import Config
+from pipeline.model.io import load_weights, save_weights
+from pipeline.train import checkpoint, optim, precision
+from pipeline.train.config import Config
 
 
 def _setup(seed=0):
@@ -28,12 +29,12 @@ def _step(model, opt, sched):
 
 def test_tied_weights_are_stored_once_and_restored_as_aliases(tmp_path):
     model, *_ = _setup()
-    checkpoint.save_weights(model.state_dict(), tmp_path / "w.safetensors")
+    save_weights(model.state_dict(), tmp_path / "w.safetensors")
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
         assert "lm_head.weight" not in f.keys() and "embed.weight" in f.keys()
-    state = checkpoint.load_weights(tmp_path / "w.safetensors")
+    state = load_weights(tmp_path / "w.safetensors")
     assert torch.equal(state["lm_head.weight"], model.lm_head.weight)
     fresh, *_ = _setup(seed=1)
     fresh.load_state_dict(state)

@@ -3,10 +3,10 @@ global batch: DDP all-reduces gradients, FSDP2 shards the parameters."""
 import pytest
 import torch
 
-from pipeline.pretrain import metrics
-from pipeline.pretrain.checkpoint import load_weights
-from pipeline.pretrain.distributed import torchrun_command
-from pipeline.pretrain.train_config import Config
+from pipeline.train import metrics
+from pipeline.train.checkpoint import load_weights
+from pipeline.train.distributed import torchrun_command
+from pipeline.train.config import Config
 from tests.pretrain.helpers import run_pretrain
 
 KNOBS = ["train.steps=6", "train.eval_every=3", "train.log_every=1", "train.warmup_steps=2"]
@@ -43,10 +43,10 @@ def test_two_processes_equal_one_with_the_same_global_batch(token_dir, single, t
 
 
 def test_launch_command_single_and_multi_node(tmp_path):
-    one = torchrun_command(Config(nproc=2), tmp_path / "spec.json")
+    one = torchrun_command(Config(nproc=2), tmp_path / "spec.json", "pipeline.pretrain.worker")
     assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                        "-m", "pipeline.pretrain.worker", str(tmp_path / "spec.json")]
     many = torchrun_command(Config(nproc=8, nnodes=4, rdzv_endpoint="node0:29500",
-                                   launcher="srun --ntasks-per-node=1"), tmp_path / "s.json")
+                                   launcher="srun --ntasks-per-node=1"), tmp_path / "s.json", "pipeline.pretrain.worker")
     assert many[:2] == ["srun", "--ntasks-per-node=1"]
     assert "--nnodes=4" in many and "--rdzv-endpoint=node0:29500" in many and "--standalone" not in many

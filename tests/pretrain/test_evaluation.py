@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from pipeline.pretrain import evaluation
-from pipeline.tokenize.data import TokenData
+from pipeline.train import evaluation
+from pipeline.core.tokens import TokenData
 
 
 def test_token_bytes_add_up_to_the_utf8_bytes_of_the_text(token_dir):

@@ -5,9 +5,9 @@ import torch
 
 from pipeline.model import Config as ModelConfig
 from pipeline.model import Transformer
-from pipeline.pretrain.optim import adamw, lr_factor, param_groups
-from pipeline.pretrain.train_config import Config
-from pipeline.stage import StageError
+from pipeline.train.optim import adamw, lr_factor, param_groups
+from pipeline.train.config import Config
+from pipeline.core.errors import StageError
 
 
 def test_cosine_warms_up_linearly_then_decays_to_the_floor():

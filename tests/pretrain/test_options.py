@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pipeline.pretrain import metrics
+from pipeline.train import metrics
 from tests.pretrain.helpers import run_pretrain
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from pipeline.config import compose
-from pipeline.pretrain import metrics
-from pipeline.pretrain.checkpoint import load_weights
-from pipeline.stage import StageError, plan_keys
+from pipeline.train import metrics
+from pipeline.train.checkpoint import load_weights
+from pipeline.core.errors import StageError
+from pipeline.stage import plan_keys
 from tests.pretrain.helpers import pretrain_subtree, run_pretrain
 
 

@@ -67,7 +67,7 @@ def test_types_and_regions_are_configurable():
 
 
 def test_bad_config_names_the_key():
-    from pipeline.stage import StageError
+    from pipeline.core.errors import StageError
 
     with pytest.raises(StageError, match="scrub.types"):
         Config(types=["emial"])

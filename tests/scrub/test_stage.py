@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.docs import doc, iter_docs, read_rows, write_table
+from pipeline.core.docs import doc, iter_docs, read_rows, write_table
 from pipeline.stage import execute
 
 REPO = Path(__file__).resolve().parents[2]

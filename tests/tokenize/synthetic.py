@@ -2,7 +2,7 @@
 import json
 import random
 
-from pipeline.docs import doc, shard_name, write_table
+from pipeline.core.docs import doc, shard_name, write_table
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
          "which but have an they you were her she there been one all we their has would when if "

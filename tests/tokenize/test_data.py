@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.tokenize.data import TokenData
+from pipeline.core.tokens import TokenData
 
 
 SMALL = {"vocab_size": 350, "n_sentinels": 2, "val_fraction": 0.2, "workers": 1}

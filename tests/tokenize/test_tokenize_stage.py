@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from pipeline.stage import StageError, execute
+from pipeline.core.errors import StageError
+
+from pipeline.stage import execute
 from pipeline.tokenize import INPUTS, Config, encode
 from tests.tokenize.synthetic import make_corpus
 

@@ -127,7 +127,7 @@ def test_sweep_file(tmp_path):
 
 
 def test_sweep_file_with_unknown_key_is_an_error(tmp_path):
-    from pipeline.stage import StageError
+    from pipeline.core.errors import StageError
 
     spec = tmp_path / "s.yaml"
     spec.write_text("grids: {}\n")

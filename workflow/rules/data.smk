@@ -30,7 +30,7 @@ checkpoint dedup_shards:
         f"{stage_path('dedup_signatures')}/shards.txt",
     localrule: True
     shell:
-        # the shard names (pipeline.docs.SHARD_GLOB) without their suffix, one a line
+        # the shard names (pipeline.core.docs.SHARD_GLOB) without their suffix, one a line
         r"ls {input[0]} | sed -n 's/^\(shard-[0-9]*\)\.parquet$/\1/p' > {output}"
 
 

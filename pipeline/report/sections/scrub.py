@@ -2,7 +2,7 @@
 import re
 from collections import defaultdict
 
-from pipeline.docs import shard_paths
+from pipeline.core.docs import shard_paths
 from pipeline.report.blocks import Heading, Para, Pre, Table
 
 PLACEHOLDER = re.compile(r"<(?:EMAIL|PHONE|CREDIT_CARD|IBAN|IP_ADDRESS|US_SSN|SECRET)(?:_\d+)?>")

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
-BUILTIN_DIR = Path(__file__).parent / "tasks"
+BUILTIN_DIR = Path(__file__).parent / "yaml"
 OUTPUT_TYPES = ("multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until")
 # lm-eval's default metrics per output type (lm_eval/api/registry.py DEFAULT_METRIC_REGISTRY).
 DEFAULT_METRICS = {
@@ -290,7 +290,7 @@ class Task:
 
 def _resolve_data_file(spec: str, base: Path) -> Path:
     if spec.startswith("builtin:"):
-        from pipeline.evaluate import builtin
+        from pipeline.core.tasks import builtin
 
         return builtin.data_file(spec[len("builtin:"):])
     p = Path(spec).expanduser()
@@ -401,4 +401,13 @@ def build_requests(task: Task) -> list[dict]:
         else:
             entry["context"] = ctx
         out.append(entry)
+    return out
+
+
+def task_texts(task_names: list[str], limit: int = 0) -> list[str]:
+    """The texts of the named tasks as an overlap check sees them (dedup keeps them out of training)."""
+    out = []
+    for name in task_names:
+        task = load_task(name, limit=limit)
+        out += [task.decontamination_text(d) for d in task.docs]
     return out

