@@ -22,11 +22,11 @@ import torch
 
 from pipeline.model import Config as ModelConfig
 from pipeline.model import Transformer
-from pipeline.train import metrics
-from pipeline.train.batches import WindowSampler
-from pipeline.train.distributed import Dist
+from pipeline.core.train import metrics
+from pipeline.core.train.batches import WindowSampler
+from pipeline.core.train.distributed import Dist
 from pipeline.pretrain.loop import optimizer_step, prepare
-from pipeline.train.config import Config as TrainConfig
+from pipeline.core.train.config import Config as TrainConfig
 
 
 def model_config(preset: str, vocab: int) -> ModelConfig:

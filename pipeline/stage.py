@@ -42,7 +42,7 @@ STAGES: dict[str, str] = {
 }
 
 # Config groups that are not content-addressed stages (they still get a schema).
-OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model", "train": "pipeline.train.config"}
+OTHER_CONFIG_GROUPS: dict[str, str] = {"report": "pipeline.report", "model": "pipeline.model", "train": "pipeline.core.train.config"}
 
 # Knobs that never change a stage's result: they stay out of its key.
 NOT_IN_KEY = {"workers", "progress", "log_every", "sample_size",

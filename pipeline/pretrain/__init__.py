@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.model import Config as ModelConfig
-from pipeline.train.config import Config as TrainConfig
+from pipeline.core.train.config import Config as TrainConfig
 
 INPUTS = ["tokenize"]
 VERSION = "1"
@@ -68,7 +68,7 @@ def checkpoint_dir(out: Path) -> Path:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     from pipeline.pretrain import loop
-    from pipeline.train import distributed
+    from pipeline.core.train import distributed
 
     cfg = cfg.typed()
     cfg.train.validate()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.train import checkpoint, evaluation
-from pipeline.train.batches import eval_starts
+from pipeline.core.train import checkpoint, evaluation
+from pipeline.core.train.batches import eval_starts
 
 
 def publish(cfg, data, weights: dict, seq_len: int, prec, out: Path, ckpt_dir: Path, device, log,

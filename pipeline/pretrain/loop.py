@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline.train import checkpoint, distributed, evaluation, metrics, optim, precision
-from pipeline.train.batches import WindowSampler, eval_starts, micro_batch_start
+from pipeline.core.train import checkpoint, distributed, evaluation, metrics, optim, precision
+from pipeline.core.train.batches import WindowSampler, eval_starts, micro_batch_start
 from pipeline.core.errors import StageError
 
 # Test hook for the resume test: SIGKILL this process right after finishing that step.

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.pretrain import loop
-from pipeline.train import distributed
+from pipeline.core.train import distributed
 
 
 def main(argv: list[str]) -> int:

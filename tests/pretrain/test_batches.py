@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from pipeline.train.batches import WindowSampler, eval_starts, micro_batch_start
-from pipeline.train.config import Config
+from pipeline.core.train.batches import WindowSampler, eval_starts, micro_batch_start
+from pipeline.core.train.config import Config
 
 
 def test_an_epoch_reads_every_window_once_in_a_seeded_order():

@@ -5,8 +5,8 @@ import torch
 from pipeline.model import Config as ModelConfig
 from pipeline.model import Transformer
 from pipeline.model.io import load_weights, save_weights
-from pipeline.train import checkpoint, optim, precision
-from pipeline.train.config import Config
+from pipeline.core.train import checkpoint, optim, precision
+from pipeline.core.train.config import Config
 
 
 def _setup(seed=0):

@@ -3,10 +3,10 @@ global batch: DDP all-reduces gradients, FSDP2 shards the parameters."""
 import pytest
 import torch
 
-from pipeline.train import metrics
-from pipeline.train.checkpoint import load_weights
-from pipeline.train.distributed import torchrun_command
-from pipeline.train.config import Config
+from pipeline.core.train import metrics
+from pipeline.core.train.checkpoint import load_weights
+from pipeline.core.train.distributed import torchrun_command
+from pipeline.core.train.config import Config
 from tests.pretrain.helpers import run_pretrain
 
 KNOBS = ["train.steps=6", "train.eval_every=3", "train.log_every=1", "train.warmup_steps=2"]

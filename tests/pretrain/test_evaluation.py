@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from pipeline.train import evaluation
+from pipeline.core.train import evaluation
 from pipeline.core.tokens import TokenData
 
 

@@ -5,8 +5,8 @@ import torch
 
 from pipeline.model import Config as ModelConfig
 from pipeline.model import Transformer
-from pipeline.train.optim import adamw, lr_factor, param_groups
-from pipeline.train.config import Config
+from pipeline.core.train.optim import adamw, lr_factor, param_groups
+from pipeline.core.train.config import Config
 from pipeline.core.errors import StageError
 
 

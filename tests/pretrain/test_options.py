@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pipeline.train import metrics
+from pipeline.core.train import metrics
 from tests.pretrain.helpers import run_pretrain
 
 pytestmark = pytest.mark.slow

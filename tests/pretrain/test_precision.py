@@ -1,6 +1,6 @@
 import torch
 
-from pipeline.train.precision import resolve
+from pipeline.core.train.precision import resolve
 
 
 def test_auto_is_fp32_on_cpu():

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from pipeline.train import metrics
-from pipeline.train.checkpoint import load_weights
+from pipeline.core.train import metrics
+from pipeline.core.train.checkpoint import load_weights
 from pipeline.pretrain.loop import KILL_AFTER_STEP_ENV
 from tests.pretrain.helpers import CI, run_pretrain
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pipeline.config import compose
-from pipeline.train import metrics
-from pipeline.train.checkpoint import load_weights
+from pipeline.core.train import metrics
+from pipeline.core.train.checkpoint import load_weights
 from pipeline.core.errors import StageError
 from pipeline.stage import plan_keys
 from tests.pretrain.helpers import pretrain_subtree, run_pretrain

@@ -4,7 +4,7 @@ from pipeline.report.blocks import Heading, Para, Pre, Table, figure
 
 
 def _records(d):
-    from pipeline.train.metrics import read
+    from pipeline.core.train.metrics import read
 
     return read(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from pipeline.train.config import Config
+from pipeline.core.train.config import Config
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

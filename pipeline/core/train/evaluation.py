@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipeline.train.batches import windows
+from pipeline.core.train.batches import windows
 
 
 def byte_level_table() -> dict[str, int]:
