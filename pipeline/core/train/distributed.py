@@ -124,7 +124,7 @@ def launch(cfg, spec: Path, log, worker: str) -> None:
     """Run the workers and wait; a failure names the command and where its log is."""
     cmd = torchrun_command(cfg, spec, worker)
     log.info("launching %s", " ".join(cmd))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[3]),
                                                         os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     if cfg.threads or "OMP_NUM_THREADS" not in env:
         # torchrun would otherwise pin every worker to 1 thread; share the cores instead.
