@@ -1,6 +1,7 @@
 """Fused kernels for the model's hot paths, each with a plain-PyTorch reference.
 
     from kernels import attention, rms_norm, apply_rotary, rotary_cos_sin, swiglu, linear_cross_entropy
+    from kernels import paged_attention     # decode attention over a paged KV cache
     kernels.set_backend("auto")   # "auto" | "triton" | "torch"
 
 ``auto`` runs the Triton kernels when the tensors live on CUDA and the references otherwise.
@@ -21,7 +22,7 @@ from . import reference
 from .reference import rotary_cos_sin
 
 __all__ = ["set_backend", "get_backend", "attention", "rms_norm", "apply_rotary",
-           "rotary_cos_sin", "swiglu", "linear_cross_entropy"]
+           "rotary_cos_sin", "swiglu", "linear_cross_entropy", "paged_attention"]
 
 _BACKENDS = ("auto", "triton", "torch")
 _backend = "auto"
@@ -106,8 +107,17 @@ def linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100,
                                           label_smoothing, chunk_size)
 
 
+def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: float | None = None):
+    """One query row per sequence over a paged KV cache (decode). q: (N, Hq, D); caches:
+    (num_blocks, block_size, Hkv, D); block_tables: (N, M) block ids per sequence;
+    context_lens: (N,), each >= 1. Returns (N, Hq, D). Inference only (no backward)."""
+    if _use_triton(q):
+        return _triton("paged_attention", q).paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+    return reference.paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
 class _Package(types.ModuleType):
-    """Keeps ``kernels.rms_norm`` and ``kernels.swiglu`` the functions.
+    """Keeps ``kernels.rms_norm``, ``kernels.swiglu`` and ``kernels.paged_attention`` the functions.
 
     Importing the submodule ``kernels/rms_norm.py`` makes Python set the package attribute
     ``rms_norm`` to that module, which would silently replace the public function for every

@@ -23,7 +23,7 @@ from triton.compiler import ASTSource
 
 # Largest dynamic shared memory per block an opt-in kernel may use (CUDA programming guide).
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
-KERNELS = ("flash_attention", "rms_norm", "rotary", "swiglu", "fused_linear_ce")
+KERNELS = ("flash_attention", "rms_norm", "rotary", "swiglu", "fused_linear_ce", "paged_attention")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 

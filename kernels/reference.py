@@ -181,3 +181,27 @@ def naive_linear_cross_entropy(hidden, weight, targets, ignore_index: int = -100
     logits = hidden @ weight.t()
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, label_smoothing=label_smoothing)
+
+
+def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: float | None = None):
+    """Attention of one query row per sequence over a paged KV cache (decode).
+
+    q: (N, Hq, D); k_cache, v_cache: (num_blocks, block_size, Hkv, D); block_tables: (N, M) int,
+    row i the cache blocks of sequence i in order (unused entries any valid block id);
+    context_lens: (N,) int, 1 <= context_lens[i] <= M * block_size. Row i attends to the first
+    context_lens[i] cached positions of its sequence. Returns (N, Hq, D).
+    """
+    N, Hq, D = q.shape
+    _, block_size, Hkv, _ = k_cache.shape
+    if Hq % Hkv:
+        raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
+    tables = block_tables.long()
+    L = tables.shape[1] * block_size
+    k = k_cache[tables].reshape(N, L, Hkv, D).transpose(1, 2)  # (N, Hkv, L, D)
+    v = v_cache[tables].reshape(N, L, Hkv, D).transpose(1, 2)
+    visible = torch.arange(L, device=q.device)[None, :] < context_lens.to(q.device)[:, None]
+    # The query heads of a group ride on SDPA's query-length axis: no repeat of K/V for GQA.
+    qg = q.reshape(N, Hkv, Hq // Hkv, D)
+    out = F.scaled_dot_product_attention(_wide(qg), _wide(k), _wide(v), attn_mask=visible[:, None, None, :],
+                                         scale=scale)
+    return out.reshape(N, Hq, D).to(q.dtype)
