@@ -8,6 +8,7 @@ global is refused.
 """
 from __future__ import annotations
 
+import codecs
 import copyreg
 import io
 import pickle
@@ -38,6 +39,8 @@ _ALLOWED = {
     ("builtins", "dict"): dict,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
+    # Protocol 2 pickles bytes as _codecs.encode(text, "latin1"): a pure data transform.
+    ("_codecs", "encode"): codecs.encode,
     ("sklearn.datasets.base", "Bunch"): Bunch,
     ("sklearn.utils", "Bunch"): Bunch,
     ("sklearn.utils._bunch", "Bunch"): Bunch,
