@@ -1,0 +1,131 @@
+"""One engine step through the model: every scheduled token of every sequence in one pass.
+
+The tokens of all sequences are laid side by side on the time axis of a (1, N, d_model)
+activation, as vLLM lays out a mixed batch: the model's own modules (embedding, norms,
+q/k/v/o projections, MLP, head) run once over all N tokens, whatever mix of new prompts and
+decoding sequences the step holds. Only attention looks at which sequence a token belongs
+to: single-token segments (decoding) go through ``kernels.paged_attention`` on the block
+pool; a prompt segment attends causally to itself, plus any cached shared prefix.
+
+The modules are called, never their weights read, so quantized Linear replacements and
+unmerged LoRA wrappers (peft) run as they are; the head count of a layer is read off its
+projection's output width, so tensor-parallel shards (fewer heads per process) work too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+import kernels
+from pipeline.core.inference.kv_cache import PagedKVCache
+
+
+@dataclass
+class Segment:
+    """Tokens of one sequence in this step: rows [row, row + length) of the batch."""
+
+    row: int
+    length: int
+    start: int  # position of the first of them in the sequence (= tokens already cached)
+    blocks: list[int]
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (N,) token ids
+    positions: torch.Tensor  # (N,)
+    slots: torch.Tensor  # (N,) cache slot of each token
+    segments: list[Segment] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, segments: list[tuple[list[int], int, list[int], torch.Tensor]], device) -> "Batch":
+        """segments: (tokens, start position, block table, slots) per sequence."""
+        tokens, positions, slots, segs, row = [], [], [], [], 0
+        for toks, start, blocks, seg_slots in segments:
+            tokens += toks
+            positions += range(start, start + len(toks))
+            slots.append(seg_slots)
+            segs.append(Segment(row, len(toks), start, blocks))
+            row += len(toks)
+        as_long = lambda x: torch.as_tensor(x, dtype=torch.long, device=device)
+        batch = cls(as_long(tokens), as_long(positions), torch.cat(slots).to(device), segs)
+        batch._plan(device)
+        return batch
+
+    def _plan(self, device) -> None:
+        """Which rows decode through the paged kernel, and their tables and context lengths."""
+        decode = [s for s in self.segments if s.length == 1]
+        self.prefills = [s for s in self.segments if s.length > 1]
+        self.decode_rows = torch.tensor([s.row for s in decode], dtype=torch.long, device=device)
+        width = max((len(s.blocks) for s in decode), default=1)
+        tables = [s.blocks + [0] * (width - len(s.blocks)) for s in decode]  # 0: padding, never read
+        self.decode_tables = torch.tensor(tables, dtype=torch.int32, device=device).reshape(len(decode), width)
+        self.decode_lens = torch.tensor([s.start + 1 for s in decode], dtype=torch.int32, device=device)
+        self.last_rows = torch.tensor([s.row + s.length - 1 for s in self.segments], dtype=torch.long, device=device)
+        self.all_decode = not self.prefills
+
+
+def prefill_attention(q, k, v, start: int, cache: PagedKVCache, layer: int, blocks: list[int]):
+    """q, k, v: (T, H, D) of one prompt segment at positions [start, start + T)."""
+    T = q.shape[0]
+    qh = q.transpose(0, 1)[None]
+    if start == 0:  # nothing cached before it: plain causal attention (flash kernel on GPU)
+        return kernels.attention(qh, k.transpose(0, 1)[None], v.transpose(0, 1)[None], causal=True)[0].transpose(0, 1)
+    keys, values = cache.gather(layer, torch.tensor(blocks, device=q.device), start + T)
+    group = q.shape[1] // keys.shape[1]
+    keys = keys.transpose(0, 1).repeat_interleave(group, 0)[None]
+    values = values.transpose(0, 1).repeat_interleave(group, 0)[None]
+    rows = torch.arange(start, start + T, device=q.device)[:, None]
+    visible = torch.arange(start + T, device=q.device)[None, :] <= rows
+    out = F.scaled_dot_product_attention(qh.float(), keys.float(), values.float(), attn_mask=visible)
+    return out[0].transpose(0, 1).to(q.dtype)
+
+
+def attention(attn, x, rotary, cache: PagedKVCache, layer: int, batch: Batch):
+    """The model's Attention module over a batch, keys/values through the paged cache."""
+    N = x.shape[1]
+    hd = attn.cfg.head_dim
+    q = attn.q_proj(x).view(1, N, -1, hd)
+    k = attn.k_proj(x).view(1, N, -1, hd)
+    v = attn.v_proj(x).view(N, -1, hd)
+    if attn.cfg.qk_norm:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)  # (1, H, N, hd): tokens on the time axis
+    if rotary is not None:
+        q, k = kernels.apply_rotary(q, k, *rotary)
+    q, k = q[0].transpose(0, 1), k[0].transpose(0, 1)  # (N, H, hd)
+    cache.write(layer, batch.slots, k, v)
+    if batch.all_decode:
+        out = kernels.paged_attention(q, cache.k[layer], cache.v[layer], batch.decode_tables, batch.decode_lens)
+    else:
+        out = torch.empty_like(q)
+        if len(batch.decode_rows):
+            out[batch.decode_rows] = kernels.paged_attention(q[batch.decode_rows], cache.k[layer], cache.v[layer],
+                                                             batch.decode_tables, batch.decode_lens)
+        for s in batch.prefills:
+            rows = slice(s.row, s.row + s.length)
+            out[rows] = prefill_attention(q[rows], k[rows], v[rows], s.start, cache, layer, s.blocks)
+    return attn.o_proj(out.reshape(1, N, -1))
+
+
+@torch.inference_mode()
+def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.Tensor:
+    """Logits (num_sequences, vocab) at the last scheduled token of each sequence."""
+    kernels.set_backend(model.cfg.kernels)
+    x = model.embed(batch.tokens)[None]
+    rotary = None
+    if model.cfg.pos_emb == "rope":
+        rotary = (model.rope_cos[batch.positions], model.rope_sin[batch.positions])
+    else:
+        x = x + model.pos_table[batch.positions].to(x.dtype)
+    for i, block in enumerate(model.blocks):
+        if offloader is not None:
+            offloader.before(i)
+        x = x + attention(block.attn, block.attn_norm(x), rotary, cache, i, batch)
+        x = x + block.mlp(block.mlp_norm(x))
+        if offloader is not None:
+            offloader.after(i)
+    h = model.norm(x[0, batch.last_rows])
+    return model.lm_head(h).float()
