@@ -1,0 +1,176 @@
+"""compress: a model in, a smaller model out — quantization, pruning, low-rank, weight sharing.
+
+    python -m pipeline compress                                   the composed config, as the DAG runs it
+    python -m pipeline compress compress.methods='[gptq]' compress.bits=4
+    python -m pipeline compress compress.methods='[wanda,gptq]' compress.pattern=2:4
+
+One step = one method or a chain (methods.py lists them: int8, rtn, gptq, awq, smoothquant,
+magnitude, wanda, sparsegpt, svd, tie_embeddings, share_layers). Calibrated methods read
+``calibration_samples`` windows of the tokenize directory's train tokens.
+
+Writes a model directory (pipeline/model/io.py: ``load_model`` rebuilds the quantized /
+low-rank layers strictly) plus ``compression.json`` (methods, settings, which layers were
+replaced and how, per-layer errors) and ``hf/`` (compressed-tensors for quantized models, a
+plain Llama checkpoint otherwise: export.py). stats.json has size on disk, bits per weight,
+parameters and nonzeros, held-out perplexity and bits-per-byte (pretraining's protocol), CPU
+latency per token and compression time — for the variant and for the base model it came from.
+
+From Python:  execute("compress", {"methods": ["gptq"]}, {"model": model_dir, "tokens": tok_dir}, out)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.core.errors import StageError
+from pipeline.core.step import Input, unkeyed
+
+INPUTS = {
+    "model": Input("a model directory (pipeline/model/io.py): base or fine-tuned"),
+    "tokens": Input("a tokenize directory: calibration text (train) and held-out bits-per-byte (val)",
+                    optional=True),
+}
+VERSION = "1"
+
+PATTERNS = ("unstructured", "2:4", "4:8")
+
+
+@dataclass
+class Config:
+    # Applied in order (methods.py): e.g. [int8], [gptq], [wanda, gptq], [svd], [share_layers].
+    methods: list[str] = field(default_factory=lambda: ["int8"])
+    # rtn / gptq / awq: bits per weight, 2..8, and input columns sharing one scale (0 = one
+    # per output channel). 4 bits in groups of 128 is llm-compressor's W4A16; int8 and
+    # smoothquant are always 8-bit per channel.
+    bits: int = 4
+    group_size: int = 128
+    # Symmetric grids have no zero point (what W4A16 uses); asymmetric ones fit skewed rows.
+    symmetric: bool = True
+    # GPTQ: columns in order of decreasing Hessian diagonal (groups stay in the original order).
+    act_order: bool = False
+    # GPTQ / SparseGPT: Hessian damping as a fraction of its mean diagonal, and the number of
+    # columns finished before the rest of the weight is updated (the papers' 0.01 and 128).
+    damp: float = 0.01
+    block_size: int = 128
+    # magnitude / wanda / sparsegpt: the fraction of weights set to 0, or a fixed n:m pattern
+    # (2:4 keeps 2 of every 4 and ignores `sparsity`).
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+    # svd: a fixed rank, or (rank 0) the smallest keeping this fraction of the spectrum's energy.
+    rank: int = 0
+    energy: float = 0.9
+    # awq: grid points for the scale exponent in [0, 1) (the paper's 20).
+    awq_grid: int = 20
+    # smoothquant: migration strength, how much of the activations' range moves into the weights.
+    smooth_alpha: float = 0.5
+    # tie_embeddings: average | embed | lm_head (which matrix the tied model keeps).
+    tie: str = "average"
+    # share_layers: blocks per group, and how the group's shared weights are chosen (mean | first).
+    share_group: int = 2
+    share_choose: str = "mean"
+    # Calibration windows (train split) and their length (0 = the model's context length).
+    calibration_samples: int = 128
+    calibration_seq_len: int = 0
+    calibration_batch_size: int = 16
+    seed: int = 1234
+    # Held-out scoring as pretraining's final evaluation (windows spread over val; 0 = all).
+    eval_windows: int = 512
+    eval_batch_size: int = 16
+    # Latency: greedy tokens generated after a prompt of this many validation tokens.
+    latency_tokens: int = 32
+    latency_prompt: int = 32
+    threads: int = unkeyed(0)  # torch threads (0 = torch's default)
+    progress: bool = unkeyed(True)
+
+    def __post_init__(self):
+        from pipeline.compress.methods import check_chain
+
+        self.methods = list(self.methods)
+        check_chain(self.methods)
+        checks = [
+            ("bits", 2 <= self.bits <= 8, "2..8"),
+            ("group_size", self.group_size >= 0, ">= 0 (0 = per output channel)"),
+            ("damp", 0 < self.damp < 1, "in (0, 1)"),
+            ("block_size", self.block_size >= 1, ">= 1"),
+            ("sparsity", 0 <= self.sparsity < 1, "in [0, 1)"),
+            ("pattern", self.pattern in PATTERNS, " | ".join(PATTERNS)),
+            ("rank", self.rank >= 0, ">= 0 (0 = choose by energy)"),
+            ("energy", 0 < self.energy <= 1, "in (0, 1]"),
+            ("awq_grid", self.awq_grid >= 1, ">= 1"),
+            ("smooth_alpha", 0 <= self.smooth_alpha <= 1, "in [0, 1]"),
+            ("tie", self.tie in ("average", "embed", "lm_head"), "average | embed | lm_head"),
+            ("share_group", self.share_group >= 2, ">= 2"),
+            ("share_choose", self.share_choose in ("mean", "first"), "mean | first"),
+            ("calibration_samples", self.calibration_samples >= 1, ">= 1 (an empty calibration set calibrates nothing)"),
+            ("calibration_seq_len", self.calibration_seq_len >= 0, ">= 0"),
+            ("eval_windows", self.eval_windows >= 0, ">= 0"),
+            ("latency_tokens", self.latency_tokens >= 1, ">= 1"),
+        ]
+        for key, ok, allowed in checks:
+            if not ok:
+                raise StageError(f"compress.{key}={getattr(self, key)!r}: must be {allowed}")
+
+
+def _settings(cfg: Config) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in ("threads", "progress")}
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
+    import torch
+
+    from pipeline.compress import export, measure
+    from pipeline.compress.calibrate import calibration_ids
+    from pipeline.compress.methods import METHODS, Context, check_layers
+    from pipeline.core.tokens import TokenData
+    from pipeline.model.io import COMPRESSION, TOKENIZER, TOKENIZER_META, load_model, save_model_dir
+    from pipeline.model.quantized import layer_entry
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model_dir = Path(inputs["model"])
+    if (model_dir / COMPRESSION).is_file():
+        raise StageError(f"compress: {model_dir} is already compressed ({COMPRESSION}); "
+                         "chain the methods in one step (compress.methods=[...]) on the uncompressed model")
+    model = load_model(model_dir)
+    check_layers(model, cfg)
+    calibrated = [m for m in cfg.methods if METHODS[m].calibrated]
+    if calibrated and not inputs.get("tokens"):
+        raise StageError(f"compress.methods={cfg.methods}: {calibrated} need calibration text: wire the "
+                         "'tokens' input to a tokenize directory")
+    data = TokenData(inputs["tokens"]) if inputs.get("tokens") else None
+    ids = None
+    if calibrated:
+        seq_len = min(cfg.calibration_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
+        ids = calibration_ids(Path(inputs["tokens"]), cfg.calibration_samples, seq_len, cfg.seed)
+        log.info("calibration: %d windows of %d train tokens", *ids.shape)
+
+    base = measure.measure(model, model_dir, data, cfg)
+    log.info("base: %s", json.dumps(base))
+    ctx = Context(cfg=cfg, ids=ids)
+    started = time.time()
+    with torch.no_grad():
+        for name in cfg.methods:
+            log.info("%s: %s", name, METHODS[name].what)
+            METHODS[name].apply(model, ctx)
+    compression_s = time.time() - started
+
+    layers = {n: e for n, m in model.named_modules() if (e := layer_entry(m)) is not None}
+    layout = {"methods": cfg.methods, "settings": _settings(cfg), "layers": layers, **ctx.layout,
+              "errors": ctx.errors}
+    meta = model_dir / TOKENIZER_META
+    save_model_dir(out, model, model_dir / TOKENIZER, meta if meta.is_file() else None, hf=False)
+    (out / COMPRESSION).write_text(json.dumps(layout, indent=1))
+    hf = export.export(model, out / TOKENIZER, out / "hf")
+
+    reloaded = load_model(out)  # the figures describe what was written, loaded as readers load it
+    variant = measure.measure(reloaded, out, data, cfg)
+    stats = {"methods": cfg.methods, "compression_s": round(compression_s, 3), **variant, "base": base,
+             "size_ratio": round(variant["size_bytes"] / base["size_bytes"], 4), "hf_export": hf,
+             "layers_replaced": len(layers)}
+    if data is not None:
+        stats["bits_per_byte_increase"] = variant["val_bits_per_byte"] - base["val_bits_per_byte"]
+        stats["perplexity_increase"] = variant["val_perplexity"] - base["val_perplexity"]
+    log.info("variant: %s", json.dumps({k: v for k, v in stats.items() if k != "base"}, default=str))
+    return stats
