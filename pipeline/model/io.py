@@ -6,6 +6,7 @@ one loads (pretrain, fine-tuning, compression, evaluation, inference).
     tokenizer.json         the tokenizer (Hugging Face tokenizers), chat template included once set
     tokenizer_meta.json    the tokenize stage's meta.json: special-token ids and counts
     hf/                    the transformers export (LlamaForCausalLM, or Qwen3ForCausalLM with qk-norm)
+    compression.json       compressed models only: the quantized / low-rank layers and shared blocks
 
     save_model_dir(out, model, tokenizer_json, tokenizer_meta)
     model = load_model("results/pretrain/<key>")            # strict: every tensor accounted for
@@ -22,6 +23,7 @@ from pipeline.model.transformer import Config, Transformer
 
 WEIGHTS, CONFIG, TOKENIZER, TOKENIZER_META, HF_DIR = (
     "model.safetensors", "model_config.json", "tokenizer.json", "tokenizer_meta.json", "hf")
+COMPRESSION = "compression.json"  # compress stage: methods, settings, which layers are replaced
 
 
 def is_model_dir(path) -> bool:
@@ -97,8 +99,24 @@ def load_model(path, device: str = "cpu", kernels: str | None = None) -> Transfo
     if kernels is not None:
         cfg.kernels = kernels
     model = Transformer(cfg)
+    layout = load_compression(path)
+    if layout:  # compressed: swap in the quantized / low-rank modules the weights were saved from
+        from pipeline.model.quantized import apply_layout, tie_blocks
+
+        try:
+            apply_layout(model, layout, path / COMPRESSION)
+        except ValueError as err:
+            raise StageError(str(err)) from None
     load_state_strict(model, load_weights(path / WEIGHTS), path / WEIGHTS)
+    if layout.get("shared_blocks"):
+        tie_blocks(model, layout["shared_blocks"])
     return model.to(device).eval()
+
+
+def load_compression(path) -> dict:
+    """compression.json of a compressed model directory ({} for an uncompressed one)."""
+    file = Path(path) / COMPRESSION
+    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def special_token_ids(path) -> dict:
