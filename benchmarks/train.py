@@ -6,7 +6,7 @@ Both train the same model (conf/model/<preset>, vocab 4096) on the same random t
 with the same batch, sequence length, dtype and threads. The reference is nanoGPT's train.py
 inner loop: random windows (get_batch), forward, loss.backward(), clip_grad_norm_, AdamW as
 nanoGPT builds it on CPU (foreach; it asks for the fused kernel only on CUDA), zero_grad.
-Ours is pipeline.pretrain.loop.prepare + optimizer_step with the options named in each row
+Ours is pipeline.core.train.loop.prepare + optimizer_step with the options named in each row
 (fp32, fused AdamW, compiled blocks is the CPU recipe conf/train/cpu.yaml; bf16 autocast is
 an option that pays only on CPUs with bf16 matmul units).
 Each variant runs after a warm-up; the order alternates and the best of the rounds counts, so
@@ -25,7 +25,7 @@ from pipeline.model import Transformer
 from pipeline.core.train import metrics
 from pipeline.core.train.batches import WindowSampler
 from pipeline.core.train.distributed import Dist
-from pipeline.pretrain.loop import optimizer_step, prepare
+from pipeline.core.train.loop import optimizer_step, prepare
 from pipeline.core.train.config import Config as TrainConfig
 
 
@@ -79,7 +79,7 @@ def our_loop(mcfg, tokens, batch, seq_len, device, **options):
     def step():
         s = state["step"]
         state["step"] += 1
-        loss, _ = optimizer_step(model, opt, scaler, prec, [sampler.batch(s * batch, batch)], tc, device)
+        loss, _, _ = optimizer_step(model, opt, scaler, prec, [sampler.batch(s * batch, batch)], tc, device)
         return loss
 
     return step

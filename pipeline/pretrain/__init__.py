@@ -15,7 +15,6 @@ rerunning the same key continues from the newest one, step for step as if never 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,28 +57,14 @@ class Config:
         return dataclasses.replace(self, model=model, train=train)
 
 
-def checkpoint_dir(out: Path) -> Path:
-    """Where resumable checkpoints live: beside the stage directory, under a name derived
-    from the final directory's (execute runs us in ``.tmp-<key>-<pid>``), so the rerun of a
-    killed key finds them."""
-    m = re.fullmatch(r"\.tmp-(.+)-\d+", out.name)
-    return out.parent / f".ckpt-{m.group(1) if m else out.name}"
-
-
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
-    from pipeline.pretrain import loop
-    from pipeline.core.train import distributed
+    from pipeline.core.train import loop
 
     cfg = cfg.typed()
     cfg.train.validate()
-    ckpt = checkpoint_dir(out)
-    ckpt.mkdir(parents=True, exist_ok=True)
-    spec = loop.Spec(config=asdict(cfg), data_dir=str(inputs["tokenize"]), out_dir=str(out), ckpt_dir=str(ckpt))
-    if cfg.train.world_size > 1:
-        spec.save(ckpt / "spec.json")
-        distributed.launch(cfg.train, ckpt / "spec.json", log, "pipeline.pretrain.worker")
-        stats = loop.read_worker_stats(out)
-    else:
-        stats = loop.train(spec, log)
+    ckpt = loop.checkpoint_dir(out)
+    spec = loop.Spec(entry="pipeline.pretrain.loop:train", config=asdict(cfg),
+                     inputs={"tokens": str(inputs["tokenize"])}, out_dir=str(out), ckpt_dir=str(ckpt))
+    stats = loop.run(spec, cfg.train, log)
     shutil.rmtree(ckpt, ignore_errors=True)  # the finished run's state is in out/ now
     return stats

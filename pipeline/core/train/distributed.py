@@ -3,7 +3,7 @@
 One process trains in the stage's own process. With ``train.nproc > 1`` (or nnodes > 1) the
 stage launches
 
-    torchrun --standalone --nproc_per_node=N -m <stage>.worker SPEC.json
+    torchrun --standalone --nproc_per_node=N -m pipeline.core.train.worker SPEC.json
 
 (multi-node: ``--nnodes=M --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT``, the same command
 on every node, e.g. behind ``train.launcher="srun --ntasks-per-node=1"``) and waits for it.
@@ -77,10 +77,12 @@ def mean(value: float, d: Dist, device: torch.device) -> float:
     return float(t.item()) / d.world_size
 
 
-def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool, d: Dist, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool, d: Dist, device: torch.device,
+         blocks=None) -> torch.nn.Module:
     """DDP: a full replica per process, gradients all-reduced in buckets during backward.
     FSDP2: each block's parameters sharded over the processes (all-gathered for its forward
-    and backward, gradients reduce-scattered), then the root (embedding, norm, head)."""
+    and backward, gradients reduce-scattered), then the root (embedding, norm, head).
+    ``blocks``: the repeated blocks when they are not ``model.blocks`` (a wrapped model)."""
     if not d.enabled:
         return model
     if strategy == "ddp":
@@ -91,7 +93,7 @@ def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool, d: Dist, devi
 
     # Offloading to the CPU means something only when computing on a GPU.
     kwargs = {"offload_policy": CPUOffloadPolicy()} if cpu_offload and device.type == "cuda" else {}
-    for block in model.blocks:
+    for block in (model.blocks if blocks is None else blocks):
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
     return model
