@@ -16,6 +16,7 @@ blocks are freed and it waits again, to be recomputed from its prompt and the to
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -107,17 +108,22 @@ class Engine:
         tokens = self.cfg.kv_cache_tokens or self.cfg.max_batch * self.context
         self.cache = PagedKVCache(mc.n_layer, kv_heads or mc.n_kv_head, mc.head_dim, -(-tokens // self.cfg.block_size),
                                   self.cfg.block_size, model.embed.weight.dtype, self.device, self.cfg.prefix_sharing)
+        # From the model directory: bos/eos/pad strings for chat templates, and the chat role
+        # markers, which end an assistant's turn when it starts another.
+        self.special_token_strings: dict[str, str] = {}
+        self.chat_stop_ids: list[int] = []
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._ids = itertools.count()
-        self.stats = {"steps": 0, "preempted": 0, "prefix_tokens_shared": 0, "prompt_tokens_computed": 0}
+        self.stats = {"steps": 0, "preempted": 0, "aborted": 0, "peak_running": 0, "prefix_tokens_shared": 0,
+                      "prompt_tokens_computed": 0}
 
     @classmethod
     def from_dir(cls, path, cfg: EngineConfig | None = None, kernels: str | None = None) -> "Engine":
         """An engine on a model directory (pipeline/model/io.py): weights, tokenizer, EOS id."""
         from tokenizers import Tokenizer
 
-        from pipeline.model.io import TOKENIZER, load_model, special_token_ids
+        from pipeline.model.io import TOKENIZER, TOKENIZER_META, load_model, special_token_ids
 
         cfg = cfg or EngineConfig()
         offload = cfg.device_budget_mb > 0
@@ -128,7 +134,13 @@ class Engine:
 
             offloader = LayerOffloader(model, cfg.device, int(cfg.device_budget_mb * 2**20))
         tokenizer = Tokenizer.from_file(str(Path(path) / TOKENIZER))
-        return cls(model, tokenizer, cfg, special_token_ids(path).get("eos"), offloader)
+        special = special_token_ids(path)
+        engine = cls(model, tokenizer, cfg, special.get("eos"), offloader)
+        engine.chat_stop_ids = sorted(set((special.get("chat") or {}).values()) | {special.get("eos")} - {None})
+        meta = Path(path) / TOKENIZER_META
+        if meta.is_file():
+            engine.special_token_strings = json.loads(meta.read_text()).get("special_token_strings", {})
+        return engine
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -158,7 +170,10 @@ class Engine:
         for seq in [s for s in self.running if s.request_id == request_id]:
             self.running.remove(seq)
             self.cache.free(seq.table)
-        self.waiting = deque(s for s in self.waiting if s.request_id != request_id)
+            self.stats["aborted"] += 1
+        kept = deque(s for s in self.waiting if s.request_id != request_id)
+        self.stats["aborted"] += len(self.waiting) - len(kept)
+        self.waiting = kept
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -212,6 +227,7 @@ class Engine:
         logits = forward(self.model, self.cache, Batch.build(segments, self.device), self.offloader)
         picks = sample(logits, [s.params for s in scheduled], [s.generator for s in scheduled])
         self.stats["steps"] += 1
+        self.stats["peak_running"] = max(self.stats["peak_running"], len(scheduled))
         self.running = []
         deltas = []
         for seq, token in zip(scheduled, picks):
