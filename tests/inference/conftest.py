@@ -56,3 +56,9 @@ def write_model_dir(path, tokenizer_dir, model=None, hf=False, **kw):
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, tokenizer_dir):
     return write_model_dir(tmp_path_factory.mktemp("model"), tokenizer_dir, hf=True)
+
+
+@pytest.fixture(scope="session")
+def plain_model_dir(tmp_path_factory, tokenizer_dir):
+    """A base model with no chat template anywhere (no hf/ export, whose tokenizer files may carry one)."""
+    return write_model_dir(tmp_path_factory.mktemp("plain"), tokenizer_dir, hf=False)

@@ -124,8 +124,8 @@ def test_bad_requests_get_4xx_with_openai_error_bodies_between_good_ones(client,
     assert good().choices[0].text == expected
 
 
-def test_chat_without_a_template_is_a_clear_400(model_dir):
-    srv = Server(Engine.from_dir(model_dir), "plain", port=0).start()
+def test_chat_without_a_template_is_a_clear_400(plain_model_dir):
+    srv = Server(Engine.from_dir(plain_model_dir), "plain", port=0).start()
     try:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.BadRequestError, match="no chat template"):

@@ -1,9 +1,10 @@
 """Chat templates: where a model directory keeps one, and rendering messages with it.
 
 Fine-tuning stores the template the way transformers does, so the same file serves our
-engine and the Hugging Face ecosystem: ``chat_template.jinja`` (transformers 5) or the
-``chat_template`` key of ``tokenizer_config.json``, in the model directory or its ``hf/``
-export. Rendering is transformers' own (the sandboxed Jinja environment of
+engine and the Hugging Face ecosystem: ``chat_template.jinja`` (transformers 5) in the model
+directory or its ``hf/`` export, else the ``chat_template`` key of ``tokenizer_meta.json`` or
+of the export's ``tokenizer_config.json`` (older transformers). A model without one (a base
+model) has no chat format: chat requests are refused rather than guessed. Rendering is transformers' own (the sandboxed Jinja environment of
 ``apply_chat_template``), so a prompt is byte-for-byte what ``apply_chat_template`` makes.
 """
 from __future__ import annotations
@@ -15,11 +16,11 @@ ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
 def find_chat_template(model_dir) -> str | None:
-    for folder in (Path(model_dir), Path(model_dir) / "hf"):
-        jinja = folder / "chat_template.jinja"
+    model_dir = Path(model_dir)
+    for jinja in (model_dir / "chat_template.jinja", model_dir / "hf" / "chat_template.jinja"):
         if jinja.is_file():
             return jinja.read_text(encoding="utf-8")
-        config = folder / "tokenizer_config.json"
+    for config in (model_dir / "tokenizer_meta.json", model_dir / "hf" / "tokenizer_config.json"):
         if config.is_file():
             template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
             if isinstance(template, str) and template:

@@ -99,19 +99,14 @@ def unigram_nats(train: np.ndarray, val: np.ndarray, starts: np.ndarray, seq_len
 
 def samples(model, tokenizer_path: Path, prompts: list[str], max_new_tokens: int, temperature: float,
             top_k: int, seed: int, eos_id: int | None, device) -> list[str]:
-    """Continuations of each prompt (the tokenizer adds BOS as in training), seeded."""
+    """Continuations of each prompt (the tokenizer adds BOS as in training), all prompts
+    batched in the inference engine; prompt i is sampled with seed ``seed + i``."""
     from tokenizers import Tokenizer
 
+    from pipeline.core.inference import Engine, EngineConfig, SamplingParams
+
     tok = Tokenizer.from_file(str(tokenizer_path))
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    model.eval()
-    for prompt in prompts:
-        ids = torch.tensor([tok.encode(prompt).ids], dtype=torch.long, device=device)
-        full = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                              generator=gen, eos_id=eos_id)[0].tolist()
-        new = full[ids.shape[1]:]
-        if eos_id is not None and eos_id in new:
-            new = new[:new.index(eos_id)]
-        out.append(prompt + tok.decode(new, skip_special_tokens=True))
-    return out
+    engine = Engine(model, tok, EngineConfig(max_batch=max(1, len(prompts)), device=str(device)), eos_id=eos_id)
+    params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_k=top_k or 0, seed=seed + i)
+              for i in range(len(prompts))]
+    return [prompt + out.text for prompt, out in zip(prompts, engine.generate(prompts, params))]
