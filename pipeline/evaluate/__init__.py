@@ -60,6 +60,10 @@ class Config:
     canaries: CanaryConfig = "${collect.canaries}"  # type: ignore[assignment]
     threads: int = 0  # torch threads (0 = torch's default); not part of the key
     sample_size: int = 3  # prompts and predictions kept per task for the report
+    # Format every prompt with the model's chat template (lm-eval --apply_chat_template, few-shot
+    # examples as turns): how chat models are asked, and what the generated chat_* tasks expect.
+    apply_chat_template: bool = False
+    system_instruction: str = ""  # a system turn before each prompt (lm-eval --system_instruction)
 
 
 def _decode_docs(tok_dir: Path, split: str, max_docs: int) -> list[str]:
@@ -137,6 +141,12 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     tok_dir = Path(inputs["tokenize"]) if inputs.get("tokenize") else None
     lm, how = load_lm(model_dir, cfg.model_source, cfg.batch_size, cfg.device, cfg.max_length)
     log.info("model %s loaded as %s (max_length %d)", model_dir, how, lm.max_length)
+    chat = None
+    if cfg.apply_chat_template:
+        from pipeline.evaluate.models import chat_format
+
+        chat, stops = chat_format(model_dir, how)
+        lm.stop_ids |= stops
     results: dict[str, dict] = {}
 
     if cfg.heldout_docs and tok_dir is not None:
@@ -159,7 +169,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
             raise StageError(f"evaluate.tasks: two tasks are named {task.name!r}")
         loaded.append(task)
     for task in tqdm(loaded, desc="tasks", unit="task", disable=None):
-        results[task.name] = evaluate(lm, task, cfg.bootstrap_iters, cfg.sample_size)
+        results[task.name] = evaluate(lm, task, cfg.bootstrap_iters, cfg.sample_size, chat, cfg.system_instruction)
         log.info("%s: %s (%d docs, %.1fs)", task.name, results[task.name]["metrics"],
                  results[task.name]["docs"], results[task.name]["wall_s"])
 

@@ -61,10 +61,14 @@ def _generation_scores(task: Task, doc: dict, response: str) -> dict:
     return out
 
 
-def evaluate(lm: LM, task: Task, bootstrap_iters: int = 200, n_samples: int = 3) -> dict:
-    """Scores of ``task`` under ``lm``: {metric: value}, {metric_stderr: ...}, counts, samples."""
+def evaluate(lm: LM, task: Task, bootstrap_iters: int = 200, n_samples: int = 3, chat=None,
+             system_instruction: str = "") -> dict:
+    """Scores of ``task`` under ``lm``: {metric: value}, {metric_stderr: ...}, counts, samples.
+    ``chat`` (conversation -> prompt text) formats every prompt with the model's chat template."""
     started = time.time()
-    reqs = build_requests(task)
+    if chat is not None and task.output_type == "loglikelihood_rolling":
+        chat = None  # a perplexity over a text has no turns to format
+    reqs = build_requests(task, chat, system_instruction)
     per_doc: list[dict] = []
     kind = task.output_type
     if kind in ("multiple_choice", "loglikelihood"):
@@ -102,7 +106,7 @@ def evaluate(lm: LM, task: Task, bootstrap_iters: int = 200, n_samples: int = 3)
     wanted = [m["metric"] for m in task.metrics()]
     names = [k for k in per_doc[0] if k.split(",")[0] in wanted]
     result: dict = {"task": task.name, "output_type": kind, "docs": len(per_doc),
-                    "num_fewshot": task.num_fewshot, "metrics": {}, "stderr": {}}
+                    "num_fewshot": task.num_fewshot, "chat_template": chat is not None, "metrics": {}, "stderr": {}}
     for name in names:
         value, stderr = M.aggregate(name.split(",")[0], [d[name] for d in per_doc], bootstrap_iters) \
             if name.split(",")[0] in M.CORPUS_METRICS else M.aggregate(name, [d[name] for d in per_doc])

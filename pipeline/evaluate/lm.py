@@ -2,7 +2,8 @@
 
     loglikelihood([(context, continuation), ...])  -> [(logprob, is_greedy), ...]
     loglikelihood_rolling([text, ...])             -> [logprob, ...]   (disjoint windows, BOS first)
-    generate_until([(context, gen_kwargs), ...])   -> [text, ...]      (greedy, cut at stop strings)
+    generate_until([(context, gen_kwargs), ...])   -> [text, ...]      (greedy, cut at stop strings
+                                                                         and at ``stop_ids`` tokens)
 
 ``CausalLM`` implements all three for any causal model given as a function from token ids
 (B, T) to logits (B, T, V): our own ``pipeline.model.Transformer``, a transformers model, or
@@ -103,6 +104,9 @@ class CausalLM:
         self.forward, self.tok, self.max_length = forward, tokenizer, max_length
         self.batch_size, self.device, self.max_gen_toks = batch_size, device, max_gen_toks
         self.progress = progress
+        # Tokens that end a generation besides EOS: a chat model's end-of-turn marker, which
+        # decoding drops from the text (it is special), so no stop string could see it.
+        self.stop_ids: set[int] = set()
 
     # -- scoring ---------------------------------------------------------------------------
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -206,7 +210,7 @@ class CausalLM:
                 window = (ids + new)[-self.max_length:]
                 logits = self.forward(torch.tensor([window], device=self.device))[0, -1]
                 nxt = int(logits.argmax())
-                if nxt == self.tok.eos_id:
+                if nxt == self.tok.eos_id or nxt in self.stop_ids:
                     break
                 new.append(nxt)
                 text = self.tok.decode(new)

@@ -77,3 +77,29 @@ def load_lm(path: Path, source: str = "auto", batch_size: int = 16, device: str 
     if not (hf_dir / "config.json").is_file():
         raise StageError(f"{path}: no model found (neither model.safetensors + config nor an hf/ export)")
     return load_hf(hf_dir, batch_size, device, max_length), "hf"
+
+
+def chat_format(path: Path, source: str):
+    """(conversation -> prompt text, ids that end a reply) from the model's chat template, as
+    lm-eval's ``--apply_chat_template``: our tokenizer's template (pipeline/core/chat.py) for
+    a native model, the export's own tokenizer and generation config for a HF one."""
+    path = Path(path)
+    if source == "native":
+        from pipeline.core import chat
+
+        tok = chat.hf_tokenizer(path)
+        end = chat.end_token(path)
+        stops = {tok.convert_tokens_to_ids(end)} if end else set()
+    else:
+        from transformers import AutoTokenizer, GenerationConfig
+
+        hf_dir = path / "hf" if (path / "hf" / "config.json").is_file() else path
+        tok = AutoTokenizer.from_pretrained(str(hf_dir))
+        if not tok.chat_template:
+            raise StageError(f"{hf_dir}: the tokenizer has no chat template; evaluate.apply_chat_template needs one")
+        try:
+            eos = GenerationConfig.from_pretrained(str(hf_dir)).eos_token_id
+        except OSError:  # no generation_config.json
+            eos = None
+        stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return (lambda messages: tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)), stops

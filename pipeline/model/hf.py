@@ -95,6 +95,22 @@ def hf_config(cfg: Config, token_ids: dict[str, int | None]):
     return LlamaConfig(**common, mlp_bias=False, architectures=["LlamaForCausalLM"])
 
 
+def _chat_files(tok, tokenizer_dir: Path, ids: dict, out: Path) -> None:
+    """The chat template (apply_chat_template) and a generation config that also stops at the
+    end-of-turn marker, so ``generate`` ends an assistant reply where training ended it."""
+    from transformers import GenerationConfig
+
+    from pipeline.core.chat import end_token, find_template
+
+    template = find_template(tokenizer_dir)
+    if template is None:
+        return
+    tok.chat_template = template
+    end = end_token(tokenizer_dir)
+    stops = [i for i in (ids.get("eos"), tok.convert_tokens_to_ids(end) if end else None) if i is not None]
+    GenerationConfig(bos_token_id=ids.get("bos"), eos_token_id=stops, pad_token_id=ids.get("pad")).save_pretrained(out)
+
+
 def export_hf(model: Transformer, tokenizer_json_path: str | Path, out_dir: str | Path) -> Path:
     """Write ``config.json``, ``model.safetensors`` and the tokenizer files into ``out_dir``."""
     from safetensors.torch import save_file
@@ -109,6 +125,7 @@ def export_hf(model: Transformer, tokenizer_json_path: str | Path, out_dir: str 
     ids = {k: tok.convert_tokens_to_ids(v) for k, v in specials.items()}
     config = hf_config(model.cfg, ids)
     config.save_pretrained(out)
+    _chat_files(tok, tokenizer_json.parent, ids, out)
     tok.save_pretrained(out)
     state = {}
     for name, tensor in model.state_dict().items():

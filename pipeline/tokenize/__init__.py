@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.core import docs
+from pipeline.core import chat, docs
 from pipeline.stage import STAGES, StageError
 from pipeline.tokenize import bpe, encode
 
@@ -147,6 +147,9 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
             "sentinels": [tok.token_to_id(f"<|sentinel_{i}|>") for i in range(cfg.n_sentinels)],
         },
         "special_token_strings": {"bos": cfg.bos_token, "eos": cfg.eos_token, "pad": cfg.pad_token},
+        # How conversations are written with the chat tokens (pipeline/core/chat.py); model
+        # directories keep this file, so fine-tuning, evaluation and the HF export share it.
+        "chat_template": chat.chat_template(cfg.chat_tokens),
         "train_docs": counts["train"][0], "val_docs": counts["val"][0],
         "train_tokens": counts["train"][1], "val_tokens": counts["val"][1],
         "train_text_bytes": total["train_bytes"], "val_text_bytes": total["val_bytes"],

@@ -13,7 +13,8 @@ A user points us at a task file they already have for lm-eval:
 Prompts are rendered exactly as lm-eval renders them (same Jinja environment, the same
 few-shot sampler and delimiters, the same ``doc_to_*`` rules), so a task scores the same in
 both tools. Relative ``data_files`` are read relative to the YAML file; ``builtin:NAME/...``
-names a built-in data set (see ``builtin.py``). Python hooks (``!function``) are not run:
+names a built-in data set (see ``builtin.py``), ``generated:NAME/test.jsonl`` a generated
+task's held-out split (see ``generated.py``). Python hooks (``!function``) are not run:
 preprocess the data into the JSON file instead.
 """
 from __future__ import annotations
@@ -275,6 +276,25 @@ class Task:
             return [prefix + self._turn(ctx, None, None, gp, "", "") for ctx in self.doc_to_choice(doc)]
         return prefix + self._turn(self.doc_to_text(doc), None, None, gp, self.target_delimiter, "")
 
+    def chat_messages(self, doc: dict, rnd: random.Random, system_instruction: str = "") -> list:
+        """The prompt as a conversation, as lm-eval's ``--apply_chat_template --fewshot_as_multiturn``:
+        the system instruction and the description as the system turn, each few-shot example as
+        a user and an assistant turn, the question as the last user turn (one conversation per
+        context for Winogrande-style tasks)."""
+        system = self.fewshot_delimiter.join(x for x in (system_instruction, self.description(doc)) if x)
+        turns = [{"role": "system", "content": system}] if system else []
+        for ex in self._sample_fewshot(doc, rnd):
+            q = self.doc_to_text(ex)
+            c = self.doc_to_choice(ex) if self.cfg.get("doc_to_choice") is not None else None
+            a = self.doc_to_target(ex)
+            if self.multiple_input:
+                q, c = c[q], None
+            answer = c[a] if (c and isinstance(a, int)) else a[0] if isinstance(a, list) else a
+            turns += [{"role": "user", "content": str(q)}, {"role": "assistant", "content": str(answer)}]
+        if self.multiple_input:
+            return [turns + [{"role": "user", "content": ctx}] for ctx in self.doc_to_choice(doc)]
+        return turns + [{"role": "user", "content": str(self.doc_to_text(doc))}]
+
     def decontamination_text(self, doc: dict) -> str:
         """The text checked for overlap with the training data (lm-eval's decontamination query)."""
         q = self.cfg.get("doc_to_decontamination_query")
@@ -293,6 +313,10 @@ def _resolve_data_file(spec: str, base: Path) -> Path:
         from pipeline.core.tasks import builtin
 
         return builtin.data_file(spec[len("builtin:"):])
+    if spec.startswith("generated:"):
+        from pipeline.core.tasks import generated
+
+        return generated.data_file(spec[len("generated:"):])
     p = Path(spec).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
 
@@ -381,12 +405,23 @@ def _check_doc(task: Task, doc: dict, where: str) -> None:
                          f"{type(err).__name__}: {err}; its fields are {sorted(doc)}") from None
 
 
-def build_requests(task: Task) -> list[dict]:
-    """One entry per document: its context(s) and what the model is asked (lm-eval's Instances)."""
+def build_requests(task: Task, chat=None, system_instruction: str = "") -> list[dict]:
+    """One entry per document: its context(s) and what the model is asked (lm-eval's Instances).
+
+    ``chat``: a function from a conversation to the prompt text with the assistant's turn
+    opened (the model's chat template); then every context is the chat-formatted conversation
+    of ``Task.chat_messages``, followed by the task's gen_prefix.
+    """
     rnd = random.Random(task.fewshot_seed)  # lm-eval: task.set_fewshot_seed(1234), one stream per task
     out = []
     for i, doc in enumerate(task.docs):
-        ctx = task.context(doc, rnd)
+        if chat is None:
+            ctx = task.context(doc, rnd)
+        else:
+            gen_prefix = task.gen_prefix(doc) or ""
+            conversation = task.chat_messages(doc, rnd, system_instruction)
+            ctx = ([chat(c) + gen_prefix for c in conversation] if task.multiple_input
+                   else chat(conversation) + gen_prefix)
         entry: dict[str, Any] = {"doc_id": i, "doc": doc}
         if task.output_type == "multiple_choice":
             if task.multiple_input:

@@ -14,28 +14,42 @@ import numpy as np
 import torch
 
 
+class ShuffledOrder:
+    """Global sample i -> item index: epochs of a permutation of ``n`` items, shuffled by (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError("nothing to sample from")
+        self.n, self.seed = n, seed
+        self._epoch, self._order = -1, None
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._order
+
+    def indices(self, first: int, count: int) -> np.ndarray:
+        """Item indices of global samples first .. first+count-1."""
+        idx = np.arange(first, first + count)
+        out = np.empty(count, dtype=np.int64)
+        for epoch in np.unique(idx // self.n):
+            sel = idx // self.n == epoch
+            out[sel] = self._order_of(int(epoch))[idx[sel] % self.n]
+        return out
+
+
 class WindowSampler:
     def __init__(self, tokens: np.ndarray, seq_len: int, seed: int):
         self.tokens, self.seq_len, self.seed = tokens, seq_len, seed
         self.n_windows = (len(tokens) - 1) // seq_len
         if self.n_windows < 1:
             raise ValueError(f"{len(tokens)} tokens are too few for one window of {seq_len}+1")
-        self._epoch, self._order = -1, None
-
-    def _order_of(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
-        return self._order
+        self.order = ShuffledOrder(self.n_windows, seed)
 
     def window_starts(self, first: int, count: int) -> np.ndarray:
         """Token offsets of global samples first .. first+count-1."""
-        idx = np.arange(first, first + count)
-        starts = np.empty(count, dtype=np.int64)
-        for epoch in np.unique(idx // self.n_windows):
-            sel = idx // self.n_windows == epoch
-            starts[sel] = self._order_of(int(epoch))[idx[sel] % self.n_windows] * self.seq_len
-        return starts
+        return self.order.indices(first, count) * self.seq_len
 
     def batch(self, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         return windows(self.tokens, self.window_starts(first, count), self.seq_len)

@@ -1,0 +1,161 @@
+"""Generated tasks with checkable answers: fine-tuning data that needs no download, and the
+matching zero-shot exact-match evaluations (``yaml/chat_*.yaml``, ``generated:NAME/test.jsonl``).
+
+    arithmetic   What is 3 + 4?                                   -> 7
+    reverse      Reverse the letters: c a t                       -> t a c
+    uppercase    Upper-case the letters: c a t                    -> C A T
+    word_order   Reverse the order of the words: red fox runs     -> runs fox red
+    passage_qa   Passage: ... Question: Which word comes right after "fox"?  -> runs
+
+Words are spelled letter by letter in ``reverse`` and ``uppercase``: a byte-level BPE writes
+"cat" and "tac" as unrelated tokens, so a small model could only memorise word by word;
+letter by letter, the task is a per-letter copy or mapping that carries over to unseen words.
+
+Every problem has a key (the numbers, the word, the passage and the asked word); a hash of
+the key puts it in the held-out split or the training split, so no held-out problem is ever
+trained on. Each example also has a plausible wrong answer (off by one, the letters in their
+first order, the words unchanged, another word of the passage): preference pairs for DPO and
+the reward model.
+
+    examples("arithmetic", "train", 500, seed=0)   # [{"task", "question", "answer", "wrong"}, ...]
+    data_file("reverse/test.jsonl")                # the evaluation split as lm-eval JSON lines
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+from pipeline.core.errors import StageError
+
+TASKS = ("arithmetic", "reverse", "uppercase", "word_order", "passage_qa")
+SPLITS = ("train", "test")
+HELDOUT_FRACTION = 0.2
+EVAL_DOCS = 100  # documents in each generated evaluation file
+VERSION = "1"  # part of the evaluation files' cache path: bump when the generators change
+
+LETTER_WORDS = (
+    "cat dog sun map cup hat pen box fox owl bee ant cow pig hen egg ice oak elm fig jam key "
+    "lip mud net oil pot rat sea tea toy van web yak zip arm bag bed bus car day ear eye fan "
+    "gum hill jar kite lamp milk nest pear ring rock rose salt ship sock star tree wind wolf "
+    "bird boat cake coat door drum duck fish frog gate goat horn king leaf lion moon nose rain "
+    "road seed snow soap song tent toad wave corn desk"
+).split()
+WORDS = (
+    "red blue green small big old new fast slow happy cold warm dark bright quiet loud soft "
+    "hard cat dog bird fish horse tree river stone house road city garden window table book "
+    "letter song light rain snow wind sun moon star ship train king queen child friend teacher "
+    "runs walks sings reads writes jumps sleeps eats opens closes finds sees likes builds"
+).split()
+
+
+def _is_heldout(key: str) -> bool:
+    digest = hashlib.sha256(f"lmdag-generated:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_FRACTION
+
+
+def _arithmetic(rng: random.Random) -> tuple[str, dict]:
+    a, b = rng.randrange(10), rng.randrange(10)
+    wrong = a + b + rng.choice([-2, -1, 1, 2]) if a + b > 1 else a + b + rng.choice([1, 2])
+    return f"{a}+{b}", {"question": f"What is {a} + {b}?", "answer": str(a + b), "wrong": str(wrong)}
+
+
+def _spell(word: str) -> str:
+    return " ".join(word)
+
+
+def _reverse(rng: random.Random) -> tuple[str, dict]:
+    w = rng.choice(LETTER_WORDS)
+    wrong = w if w != w[::-1] else w[1:] + w[0]
+    return w, {"question": f"Reverse the letters: {_spell(w)}", "answer": _spell(w[::-1]), "wrong": _spell(wrong)}
+
+
+def _uppercase(rng: random.Random) -> tuple[str, dict]:
+    w = rng.choice(LETTER_WORDS)
+    wrong = w[0].upper() + w[1:]  # a half-done answer: only the first letter
+    return w, {"question": f"Upper-case the letters: {_spell(w)}", "answer": _spell(w.upper()),
+               "wrong": _spell(wrong)}
+
+
+def _word_order(rng: random.Random) -> tuple[str, dict]:
+    words = rng.sample(WORDS, 3)
+    return " ".join(words), {"question": f"Reverse the order of the words: {' '.join(words)}",
+                             "answer": " ".join(words[::-1]), "wrong": " ".join(words)}
+
+
+def _builtin_passage(rng: random.Random, n_words: int = 12) -> str:
+    return " ".join(rng.sample(WORDS, n_words))
+
+
+def passage_question(passage: str, rng: random.Random) -> tuple[str, dict] | None:
+    """A question on a passage: which word follows a word that occurs once (None if none does)."""
+    words = passage.split()
+    candidates = [i for i in range(len(words) - 1) if words.count(words[i]) == 1]
+    if not candidates:
+        return None
+    i = rng.choice(candidates)
+    others = [w for w in words if w not in (words[i], words[i + 1])]
+    wrong = rng.choice(others) if others else words[i]
+    return f"{passage}|{i}", {"question": f"Passage: {passage}\nQuestion: Which word comes right after \"{words[i]}\"?",
+                              "answer": words[i + 1], "wrong": wrong}
+
+
+def _passage_qa(rng: random.Random, passages: list[str] | None = None) -> tuple[str, dict] | None:
+    passage = rng.choice(passages) if passages else _builtin_passage(rng)
+    return passage_question(passage, rng)
+
+
+GENERATORS: dict[str, Callable] = {"arithmetic": _arithmetic, "reverse": _reverse, "uppercase": _uppercase,
+                                   "word_order": _word_order, "passage_qa": _passage_qa}
+
+
+def examples(task: str, split: str, n: int, seed: int = 0, passages: list[str] | None = None) -> list[dict]:
+    """``n`` examples of ``task`` from ``split`` (train | test), deterministic in ``seed``.
+
+    Problems repeat when the split has fewer than ``n`` (arithmetic has 100 problems in all);
+    ``passages`` (texts of a few dozen words) replace the built-in ones for passage_qa.
+    """
+    if task not in GENERATORS:
+        raise StageError(f"unknown generated task {task!r}; the tasks are: {', '.join(TASKS)}")
+    if split not in SPLITS:
+        raise StageError(f"generated task split must be one of {SPLITS}, got {split!r}")
+    rng = random.Random(f"{task}:{split}:{seed}")
+    out, tries = [], 0
+    while len(out) < n:
+        tries += 1
+        if tries > 200 * n + 1000:
+            raise StageError(f"generated task {task}: could not draw {n} {split} examples "
+                             f"(too few distinct problems; give longer or more passages)")
+        made = _passage_qa(rng, passages) if task == "passage_qa" else GENERATORS[task](rng)
+        if made is None:
+            continue
+        key, ex = made
+        if _is_heldout(f"{task}:{key}") != (split == "test"):
+            continue
+        out.append({"task": task, **ex})
+    return out
+
+
+def _cache_root() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("LMDAG_CACHE", user_cache_dir("lmdag"))) / "generated" / VERSION
+
+
+def data_file(spec: str) -> Path:
+    """``NAME/test.jsonl`` -> the file (written once, atomically): EVAL_DOCS held-out examples."""
+    name, _, file = spec.partition("/")
+    split = file.removesuffix(".jsonl")
+    if name not in GENERATORS or split not in SPLITS:
+        raise StageError(f"generated:{spec}: expected NAME/test.jsonl or NAME/train.jsonl with NAME one of {TASKS}")
+    path = _cache_root() / name / f"{split}.jsonl"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        rows = examples(name, split, EVAL_DOCS, seed=0)
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, path)
+    return path

@@ -1,0 +1,156 @@
+"""finetune: turn a model into a chat model — SFT, LoRA, DPO, a reward model, and RL against checkable answers or the reward model; optional safety tuning.
+
+    python -m pipeline finetune in=results/pretrain/<key> out=sft/                    SFT on the generated tasks
+    python -m pipeline finetune in=results/pretrain/<key> out=lora/ method=lora lora.rank=8
+    python -m pipeline finetune in=sft/ out=dpo/ method=dpo dpo.beta=0.1
+    python -m pipeline finetune in=sft/ out=rm/ method=reward
+    python -m pipeline finetune in=sft/ out=rl/ method=rl                              GRPO on the tasks' answers
+    python -m pipeline finetune in=base/ out=sft/ data=chats.jsonl safety.mix=0.2      your conversations
+
+One step per method (``method``):
+
+    sft      full fine-tuning on conversations (``messages``), loss on the assistant's tokens only
+    lora     the same objective, training only low-rank adapters (peft); merged weights + the adapter
+    dpo      direct preference optimisation on (prompt, chosen, rejected) against a frozen reference
+    reward   a scalar head on the model, Bradley-Terry loss on the same pairs
+    rl       group-relative policy gradient (GRPO / nanochat's chat_rl) on sampled replies
+
+Conversations are rendered with the chat template stored with the tokenizer (pipeline/core/chat.py).
+Data (``data``): ``builtin`` (generated tasks with checkable answers, pipeline/core/tasks/generated.py;
+passages of the ``tokens`` input for passage_qa when given), a local ``.jsonl``/``.parquet`` file,
+or ``hf:NAME[:SPLIT]``. Bad records are set aside with a reason (stats ``dropped``).
+
+Writes a model directory (pipeline/model/io.py: weights, config, tokenizer + chat template, hf/),
+metrics.jsonl, and stats.json with the trainable parameters, losses, held-out exact match before and
+after, DPO reward accuracy and margins, reward-model accuracy, the RL reward curve and refusal rates.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.core.errors import StageError
+from pipeline.core.step import Input
+from pipeline.core.tasks.generated import TASKS
+from pipeline.core.train.config import Config as TrainConfig
+
+INPUTS = {
+    "model": Input("a model directory (pipeline/model/io.py) to fine-tune"),
+    "tokens": Input("a tokenize directory: passages of the curated corpus for the passage_qa task", optional=True),
+    "reference": Input("DPO's frozen reference model directory (default: the input model)", optional=True),
+    "reward": Input("a reward model (finetune method=reward) for method=rl with rl.reward=model", optional=True),
+}
+VERSION = "1"
+METHODS = ("sft", "lora", "dpo", "reward", "rl")
+# Peak learning rates when train.lr is 0: full fine-tuning a few times below pretraining's;
+# adapters, which start from zero, take larger steps (LoRA paper); preference and RL steps stay small so the policy keeps near its start.
+METHOD_LR = {"sft": 1e-3, "lora": 5e-3, "dpo": 2e-4, "reward": 1e-3, "rl": 1e-4}
+
+
+def _train_defaults() -> TrainConfig:
+    # Fine-tuning runs are short: a constant lr after a short warmup, validation and
+    # checkpoints every 50 steps, no weight decay on a model that is already trained.
+    return TrainConfig(steps=200, batch_size=16, lr=0.0, warmup_steps=10, schedule="constant",
+                       weight_decay=0.0, eval_every=50, eval_batches=2, checkpoint_every=50, log_every=10)
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0
+    # Every projection of attention and the MLP (QLoRA's finding: all linear layers matter).
+    target_modules: list[str] = field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class DpoConfig:
+    beta: float = 0.1  # strength of the pull towards the reference (DPO paper, TRL's default)
+
+
+@dataclass
+class RlConfig:
+    reward: str = "task"  # task: 1 for a correct answer of a generated task | model: the reward model's score
+    # Prompts per optimizer step: train.batch_size per micro-step and process, as for every method.
+    group_size: int = 8  # replies sampled per prompt; advantage = reward - the group's mean
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = the whole vocabulary
+
+
+@dataclass
+class SafetyConfig:
+    # Fraction of the SFT examples taken from the built-in safety set (harmful requests with a
+    # refusal, harmless look-alikes answered); 0 = off.
+    mix: float = 0.0
+    # Safety context distillation: the safety examples' replies are the input model's own,
+    # generated with a safety system turn (pipeline/core/tasks/safety.py), and trained without it.
+    context_distillation: bool = False
+
+
+@dataclass
+class Config:
+    method: str = "sft"  # sft | lora | dpo | reward | rl
+    # builtin | path/to/file.jsonl|.parquet (messages, or prompt/chosen/rejected) | hf:NAME[:SPLIT]
+    data: str = "builtin"
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))  # builtin data: which generated tasks
+    train_examples: int = 4000  # builtin: training examples over all tasks; files: at most this many (0 = all)
+    heldout_examples: int = 50  # held-out problems per task scored before and after (0 = skip)
+    packing: bool = False  # concatenate examples into full rows instead of padding each batch
+    seed: int = 1234
+    train: TrainConfig = field(default_factory=_train_defaults)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    rl: RlConfig = field(default_factory=RlConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    eval_max_new_tokens: int = 24  # greedy reply length when scoring held-out answers
+
+    def __post_init__(self):
+        for name, cls in _PARTS.items():  # plain dicts (torchrun workers read the config as JSON)
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+        problems = []
+        if self.method not in METHODS:
+            problems.append(f"finetune.method must be one of {'|'.join(METHODS)}, got {self.method!r}")
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            problems.append(f"finetune.tasks: unknown {unknown}; the generated tasks are {list(TASKS)}")
+        if self.rl.reward not in ("task", "model"):
+            problems.append(f"finetune.rl.reward must be task|model, got {self.rl.reward!r}")
+        if self.rl.group_size < 2:
+            problems.append(f"finetune.rl.group_size must be >= 2 (the baseline is the group mean), got {self.rl.group_size}")
+        if not 0 <= self.safety.mix < 1:
+            problems.append(f"finetune.safety.mix must be in [0, 1), got {self.safety.mix}")
+        if self.dpo.beta <= 0:
+            problems.append(f"finetune.dpo.beta must be > 0, got {self.dpo.beta}")
+        if self.lora.rank < 1:
+            problems.append(f"finetune.lora.rank must be >= 1, got {self.lora.rank}")
+        if problems:
+            raise StageError("; ".join(problems))
+
+    def training(self) -> TrainConfig:
+        """The training recipe, with the method's learning rate when train.lr is 0."""
+        import dataclasses
+
+        return dataclasses.replace(self.train, lr=self.train.lr or METHOD_LR[self.method]).validate()
+
+
+_PARTS = {"train": TrainConfig, "lora": LoraConfig, "dpo": DpoConfig,
+          "rl": RlConfig, "safety": SafetyConfig}
+
+
+def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
+    import shutil
+
+    from pipeline.core.train import loop
+
+    tc = cfg.training()
+    if cfg.method == "rl" and cfg.rl.reward == "model" and not inputs.get("reward"):
+        raise StageError("finetune.method=rl with rl.reward=model needs a `reward` input (a finetune method=reward step)")
+    ckpt = loop.checkpoint_dir(out)
+    spec = loop.Spec(entry="pipeline.finetune.train:train", config=asdict(cfg),
+                     inputs={k: str(v) for k, v in inputs.items() if v}, out_dir=str(out), ckpt_dir=str(ckpt))
+    stats = loop.run(spec, tc, log)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the finished run's state is in out/ now
+    return stats

@@ -1,0 +1,156 @@
+"""The end of a fine-tuning run (rank 0): the model directory, and held-out scores of the
+input model (before) and the tuned one (after) — exact match on the generated tasks,
+preference accuracy and DPO's implicit-reward accuracy, reward-model accuracy, refusal rates.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from pipeline.core import chat
+from pipeline.core.tasks import safety
+from pipeline.core.train import metrics
+from pipeline.core.train.loop import Trained, publish_run_files, throughput
+from pipeline.finetune import batches as B
+from pipeline.finetune import losses, replies
+from pipeline.finetune.models import ADAPTER_DIR, RewardModel, lora_wrap, save_reward
+
+
+def exact_match(ctx, model, heldout: dict[str, list[dict]]) -> dict[str, float]:
+    """Greedy replies to each task's held-out questions, scored by exact match."""
+    scores = {}
+    for task, rows in heldout.items():
+        asks = [r["prompt"] if "prompt" in r else r["messages"][:-1] for r in rows]
+        golds = [r["answer"] if "answer" in r else r.get("chosen") or r["messages"][-1]["content"] for r in rows]
+        got = replies.greedy(model, ctx.tok, asks, ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+        scores[task] = sum(g.strip() == a.strip() for g, a in zip(got, golds)) / max(len(rows), 1)
+    return scores
+
+
+@torch.no_grad()
+def pair_logps(ctx, model, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    chosen, rejected = [], []
+    model.eval()
+    for chunk in B.batched(rows, ctx.tc.batch_size):
+        x, y = B.collate_pairs(chunk, ctx.pad_id)
+        lp = losses.sequence_logps(model, x.to(ctx.device), y.to(ctx.device)).cpu()
+        chosen.append(lp[:len(chunk)])
+        rejected.append(lp[len(chunk):])
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def heldout_pairs(ctx):
+    pairs = [dict(p) for rows in ctx.examples.heldout.values() for p in rows] or ctx.examples.validation
+    return B.encode_all(ctx.tok, pairs, "pair", ctx.seq_len, Counter())
+
+
+def preference_scores(ctx, before, after) -> dict:
+    """How often each model gives the chosen reply the higher log-probability, and DPO's
+    implicit reward (beta * log-ratio to the start) accuracy and margin, on held-out pairs."""
+    rows = heldout_pairs(ctx)
+    b_c, b_r = pair_logps(ctx, before, rows)
+    a_c, a_r = pair_logps(ctx, after, rows)
+    _, r_c, r_r = losses.dpo_terms(a_c, a_r, b_c, b_r, ctx.cfg.dpo.beta)
+    return {"heldout_pairs": len(rows),
+            "heldout_preference_accuracy": {"before": float((b_c > b_r).float().mean()),
+                                            "after": float((a_c > a_r).float().mean())},
+            "heldout_reward_accuracy": float((r_c > r_r).float().mean()),
+            "heldout_reward_margin": float((r_c - r_r).mean())}
+
+
+@torch.no_grad()
+def reward_accuracy(ctx, rm: RewardModel) -> dict:
+    rows = heldout_pairs(ctx)
+    rm.eval()
+    margins = []
+    for chunk in B.batched(rows, ctx.tc.batch_size):
+        x, y = B.collate_pairs(chunk, ctx.pad_id)
+        r = rm(x.to(ctx.device), losses.last_positions(y.to(ctx.device))).cpu()
+        margins.append(r[:len(chunk)] - r[len(chunk):])
+    m = torch.cat(margins)
+    return {"heldout_pairs": len(rows), "heldout_accuracy": float((m > 0).float().mean()),
+            "heldout_margin": float(m.mean())}
+
+
+def refusal_rates(ctx, model) -> dict[str, float]:
+    """Refusals among held-out harmful requests (want 1) and harmless look-alikes (want 0)."""
+    out = {}
+    for kind, asks in (("harmful", safety.harmful_requests("test")),
+                       ("harmless", [q for q, _ in safety.harmless_requests("test")])):
+        got = replies.greedy(model, ctx.tok, [[{"role": "user", "content": q}] for q in asks],
+                             ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+        out[kind] = sum(safety.is_refusal(g) for g in got) / max(len(asks), 1)
+    return out
+
+
+def _meta(ctx) -> dict:
+    path = ctx.model_dir / "tokenizer_meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta["chat_template"] = ctx.tok.chat_template
+    return meta
+
+
+def write_model(ctx, run: Trained, out: Path):
+    """The tuned model's directory; returns the model to score (on the device)."""
+    import copy
+
+    from pipeline.model.io import save_model_dir
+
+    method, tokenizer, meta = ctx.cfg.method, ctx.model_dir / "tokenizer.json", _meta(ctx)
+    if method == "reward":
+        backbone = copy.deepcopy(ctx.base).cpu()
+        save_reward(out, run.weights, backbone, tokenizer, meta, ctx.log)
+        tuned = RewardModel(backbone)
+        tuned.load_state_dict(run.weights)
+    elif method == "lora":
+        wrapped = lora_wrap(copy.deepcopy(ctx.base).cpu(), ctx.cfg.lora)
+        wrapped.load_state_dict(run.weights)
+        wrapped.save_pretrained(str(out / ADAPTER_DIR))  # the unmerged adapter (peft's format)
+        tuned = wrapped.merge_and_unload()
+        save_model_dir(out, tuned, tokenizer, meta, log=ctx.log)
+    else:
+        tuned = copy.deepcopy(ctx.base).cpu()
+        tuned.load_state_dict(run.weights)
+        save_model_dir(out, tuned, tokenizer, meta, log=ctx.log)
+    chat.write_template(out, ctx.tok.chat_template)
+    return tuned.to(ctx.device).eval()
+
+
+def _training_summary(out: Path) -> dict:
+    records = metrics.read(out / "metrics.jsonl")
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if any(k.startswith("val_") for k in r)]
+    summary = {"final_train_loss": train[-1]["loss"] if train else None,
+               "final_validation": {k: v for k, v in (val[-1] if val else {}).items() if k != "step"}}
+    if train and "reward" in train[-1]:
+        summary["reward_curve"] = [[r["step"], r["reward"]] for r in train]
+    if train and "rewards/accuracies" in train[-1]:
+        summary["train_reward_accuracy"] = train[-1]["rewards/accuracies"]
+        summary["train_reward_margin"] = train[-1]["rewards/margins"]
+    return summary
+
+
+def publish(ctx, run: Trained) -> dict:
+    cfg, out = ctx.cfg, Path(ctx.spec.out_dir)
+    tuned = write_model(ctx, run, out)
+    publish_run_files(run.ckpt_dir, out)
+    stats = {**run.stats, **throughput(run.stats), **_training_summary(out), "method": cfg.method,
+             "data": cfg.data, "examples_in": ctx.examples.records_in, "examples_kept": ctx.kept,
+             "dropped": dict(ctx.dropped), "safety_examples": ctx.safety_examples,
+             "optimizer_state_bytes": 8 * run.stats["trainable_params"]}  # AdamW: exp_avg + exp_avg_sq, fp32
+    heldout = ctx.examples.heldout if cfg.heldout_examples else {}
+    if cfg.method == "reward":
+        stats.update(reward_accuracy(ctx, tuned))
+    elif heldout:
+        stats["heldout_exact_match"] = {"before": exact_match(ctx, ctx.base, heldout),
+                                        "after": exact_match(ctx, tuned, heldout)}
+    if cfg.method == "dpo":
+        stats.update(preference_scores(ctx, ctx.base, tuned))
+    if cfg.method != "reward" and (cfg.safety.mix or cfg.safety.context_distillation):
+        stats["refusal_rate"] = {"before": refusal_rates(ctx, ctx.base), "after": refusal_rates(ctx, tuned)}
+    ctx.log.info("finetune %s: %s", cfg.method, {k: stats[k] for k in ("final_train_loss", "heldout_exact_match",
+                                                                     "heldout_accuracy", "refusal_rate") if k in stats})
+    return stats

@@ -1,0 +1,51 @@
+"""Every method runs end to end at test size and writes a model directory with its figures."""
+import json
+
+import pytest
+
+from pipeline.model.io import is_model_dir, load_model
+from tests.finetune.helpers import run_finetune
+
+
+def test_sft_writes_a_chat_model_with_before_and_after_scores(base_dir, tmp_path):
+    stats = run_finetune(base_dir, tmp_path / "sft")
+    out = tmp_path / "sft"
+    assert is_model_dir(out) and (out / "chat_template.jinja").is_file() and (out / "hf" / "config.json").is_file()
+    assert stats["method"] == "sft" and stats["trainable_params"] == stats["params"]
+    assert set(stats["heldout_exact_match"]["after"]) == {"arithmetic", "reverse", "uppercase", "word_order", "passage_qa"}
+    assert stats["examples_in"] == stats["examples_kept"] + sum(stats["dropped"].values())
+    assert stats["final_train_loss"] is not None and "val_loss" in stats["final_validation"]
+    load_model(out)
+
+
+def test_lora_trains_only_adapters_and_writes_merged_weights_and_the_adapter(base_dir, tmp_path):
+    stats = run_finetune(base_dir, tmp_path / "lora", method="lora", lora={"rank": 4, "alpha": 8.0})
+    out = tmp_path / "lora"
+    assert 0 < stats["trainable_params"] < stats["params"] / 5
+    assert stats["optimizer_state_bytes"] == 8 * stats["trainable_params"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and is_model_dir(out)
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and set(config["target_modules"]) >= {"q_proj", "down_proj"}
+
+
+def test_dpo_reports_reward_accuracy_margins_and_preference_accuracy(base_dir, tmp_path):
+    stats = run_finetune(base_dir, tmp_path / "dpo", method="dpo", dpo={"beta": 0.5})
+    assert {"before", "after"} == set(stats["heldout_preference_accuracy"])
+    assert 0 <= stats["heldout_reward_accuracy"] <= 1 and "heldout_reward_margin" in stats
+    assert "train_reward_accuracy" in stats and "val_rewards_accuracies" in stats["final_validation"]
+
+
+def test_reward_model_then_rl_against_it(base_dir, tmp_path):
+    stats = run_finetune(base_dir, tmp_path / "rm", method="reward")
+    assert 0 <= stats["heldout_accuracy"] <= 1 and (tmp_path / "rm" / "reward_head.safetensors").is_file()
+    rl = run_finetune(base_dir, tmp_path / "rl", method="rl", inputs={"reward": tmp_path / "rm"},
+                      rl={"reward": "model", "group_size": 2, "max_new_tokens": 4}, train={"batch_size": 2, "steps": 2})
+    assert len(rl["reward_curve"]) == 2 and is_model_dir(tmp_path / "rl")
+
+
+def test_rl_on_the_tasks_answers_logs_a_reward_curve(base_dir, tmp_path):
+    stats = run_finetune(base_dir, tmp_path / "rl", method="rl", rl={"group_size": 4, "max_new_tokens": 6},
+                         train={"batch_size": 2, "steps": 3})
+    assert [s for s, _ in stats["reward_curve"]] == [1, 2, 3]
+    assert all(0 <= r <= 1 for _, r in stats["reward_curve"])
+    assert "heldout_exact_match" in stats
