@@ -35,7 +35,7 @@ def token_dir(tmp_path_factory) -> Path:
     return root / "tokenize"
 
 
-def train_model(token_dir: Path, out: Path, steps: int = 120, **overrides) -> Path:
+def train_model(token_dir: Path, out: Path, steps: int = 60, **overrides) -> Path:
     """AdamW on random windows: a few seconds on one thread, loss well below unigram."""
     from pipeline.core.tokens import TokenData
     from pipeline.model import Config, Transformer
