@@ -52,14 +52,58 @@ def supported(path: Path) -> bool:
     return fmt in TEXT_SUFFIXES | JSONL_SUFFIXES | WARC_SUFFIXES | {".parquet"} or (fmt == "" and comp == "")
 
 
+class _ZstdFrames(io.RawIOBase):
+    """The frames of a zstd file one after another. A file cut short is an EOFError, as gzip's:
+    zstandard's own stream reader returns end-of-file there, which would lose the rest silently."""
+
+    def __init__(self, f):
+        import zstandard
+
+        self._dctx, self._error = zstandard.ZstdDecompressor(), zstandard.ZstdError
+        self._f = f
+        self._frame = None  # the frame being decoded; None between frames
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+    def _feed(self, data: bytes) -> bytes:
+        out = []
+        try:
+            while data:
+                if self._frame is None:
+                    self._frame = self._dctx.decompressobj()
+                out.append(self._frame.decompress(data))
+                if not self._frame.eof:
+                    break
+                data, self._frame = self._frame.unused_data, None
+        except self._error as err:
+            raise OSError(f"not a valid zstd stream: {err}") from None
+        return b"".join(out)
+
+    def readinto(self, buffer) -> int:
+        while not self._out:
+            data = self._f.read(1 << 16)
+            if not data:
+                if self._frame is not None:
+                    raise EOFError("zstd stream ended before the end of its frame (the file is truncated)")
+                return 0
+            self._out = self._feed(data)
+        n = min(len(buffer), len(self._out))
+        buffer[:n], self._out = self._out[:n], self._out[n:]
+        return n
+
+
 def _open_binary(path: Path):
     _, comp = _suffixes(path)
     if comp == ".gz":
         return gzip.open(path, "rb")
     if comp == ".zst":
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+        return io.BufferedReader(_ZstdFrames(open(path, "rb")))
     return open(path, "rb")
 
 
@@ -216,17 +260,22 @@ def _warc_record(rec, where: str) -> Record:
 
 
 def read_warc(path: Path, name: str) -> Iterator[Record]:
-    """HTML responses of a WARC file, turned into text by trafilatura."""
+    """HTML responses of a WARC file, turned into text by trafilatura.
+
+    A .warc.gz is decompressed before warcio sees it, so a file gzipped as one member (not
+    record by record, which warcio alone refuses) reads as well as a standard one.
+    """
     from warcio.archiveiterator import ArchiveIterator
-    from warcio.exceptions import ArchiveLoadFailed
 
     i = 0
     try:
-        with open(path, "rb") as f:
+        with _open_binary(path) as f:
             for i, rec in enumerate(ArchiveIterator(f)):
                 if rec.rec_type == "response":
                     yield _warc_record(rec, f"{name}#{i}")
-    except (ArchiveLoadFailed, OSError, EOFError, ValueError) as err:
+    # warcio and trafilatura parse untrusted bytes and fail in many ways (ArchiveLoadFailed,
+    # and on some broken headers AttributeError or ValueError): the rest of the file is set aside.
+    except Exception as err:
         yield _broken(f"{name}#{i}", err)
 
 
