@@ -111,8 +111,12 @@ def _trunk_prefix(region: str) -> str:
     return "" if prefix == "1" else prefix  # NANP's "1" is optional
 
 
+# scrub's own phone pseudonyms (replace.py): 555-01xx is reserved for fiction, no one's number.
+_OWN_PSEUDONYM_PHONE = re.compile(r"\+1-202-555-01\d\d")
+
+
 def _phone(s: str, digits: str, context: str, regions: tuple[str, ...]) -> bool:
-    if not 7 <= len(digits) <= 15 or _DATE.fullmatch(s) or "  " in s:
+    if not 7 <= len(digits) <= 15 or _DATE.fullmatch(s) or "  " in s or _OWN_PSEUDONYM_PHONE.fullmatch(s):
         return False
     international = s.startswith(("+", "00"))
     if not international:
@@ -385,19 +389,32 @@ PRIORITY = {k: i for i, k in enumerate(
      "phone", "password"))}
 
 
+def _blank(text: str, spans: list[Span]) -> str:
+    parts, pos = [], 0
+    for s in sorted(spans, key=lambda s: s.start):
+        if s.start >= pos:
+            parts += [text[pos:s.start], " " * (s.end - s.start)]
+            pos = s.end
+    return "".join(parts) + text[pos:]
+
+
 def find(text: str, kinds: frozenset[str], phone_regions: tuple[str, ...]) -> list[Span]:
     """Non-overlapping PII spans in ``text``, sorted by position."""
     found: list[Span] = []
     if "email" in kinds and "@" in text:
         found += emails(text)
-    if kinds & {"phone", "credit_card", "us_ssn", "ip_address"}:
-        found += [s for s in numbers(text, phone_regions, "ip_address" in kinds) if s.kind in kinds]
-    if "iban" in kinds:
-        found += ibans(text)
-    if "ip_address" in kinds:
-        found += ips(text)
     if kinds & {"aws_access_key", "github_token", "private_key", "password"}:
         found += [s for s in secrets(text) if s.kind in kinds]
+    # Numbers are read with the addresses and secrets blanked out (same length, so positions
+    # hold): a phone written right after an address, "jo@mail.com(415) 555-0134", is not a
+    # digit run glued to a word. Digits inside an address lose to it anyway (PRIORITY).
+    rest = _blank(text, found) if found else text
+    if kinds & {"phone", "credit_card", "us_ssn", "ip_address"}:
+        found += [s for s in numbers(rest, phone_regions, "ip_address" in kinds) if s.kind in kinds]
+    if "iban" in kinds:
+        found += ibans(rest)
+    if "ip_address" in kinds:
+        found += ips(rest)
     if len(found) < 2:
         return found
     found.sort(key=lambda s: (PRIORITY[s.kind], s.start))

@@ -27,12 +27,17 @@ def _pseudonym(kind: str, value: str, n: int) -> str:
     return f"{PLACEHOLDERS[kind][:-1]}_{n}>"
 
 
-def replace(text: str, spans: list[Span], mode: str) -> str:
-    """``text`` with each span replaced; ``spans`` sorted and disjoint."""
+def replace(text: str, spans: list[Span], mode: str, state: dict | None = None) -> str:
+    """``text`` with each span replaced; ``spans`` sorted and disjoint.
+
+    ``state`` carries the pseudonyms given so far across several calls on one document, so
+    a value found on a later pass gets a number of its own, never one already taken.
+    """
     if not spans:
         return text
-    names: dict[tuple[str, str], str] = {}
-    counters: dict[str, int] = {}
+    state = {} if state is None else state
+    names: dict[tuple[str, str], str] = state.setdefault("names", {})
+    counters: dict[str, int] = state.setdefault("counters", {})
     parts, pos = [], 0
     for s in spans:
         parts.append(text[pos:s.start])
