@@ -9,6 +9,10 @@ with int8 activations (``weight`` int8, ``weight_scale``). transformers loads bo
 same format. Our packed codes are exactly compressed-tensors' packing, so the export renames
 tensors and never re-rounds.
 
+Asymmetric grids (zero points) export dense too: compressed-tensors 0.20's loader builds the
+module on the meta device with unpacked zero points, then finds the packed ones its own
+compressor writes (shape mismatch), so transformers cannot load them.
+
 Pruned, low-rank and weight-shared models export as a plain Llama checkpoint of the weights
 they apply (zeros kept, low-rank factors multiplied out, shared blocks written per layer):
 Llama has no factorised or shared layers, so those savings live in our model directory only.
@@ -23,6 +27,9 @@ import torch
 from pipeline.model.hf import export_hf, to_hf_name
 from pipeline.model.quantized import LowRankLinear, QuantLinear, dense_weight
 from pipeline.model.transformer import Transformer
+
+ASYMMETRIC = ("compressed-tensors 0.20 cannot load its own packed zero points through transformers "
+              "(meta-device shapes are unpacked); the dequantized weights are exported instead")
 
 
 def dense_copy(model) -> Transformer:
@@ -90,6 +97,9 @@ def export(model, tokenizer_json: Path, out_dir: Path) -> dict:
     quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
     if not quantized:
         return {"format": "dense", "loads_with": "transformers, vLLM, llama.cpp's converter (plain Llama)"}
+    if not all(m.symmetric for m in quantized.values()):
+        return {"format": "dense", "loads_with": "transformers, vLLM, llama.cpp's converter (plain Llama)",
+                "why_not_compressed": ASYMMETRIC}
     weights = out_dir / "model.safetensors"
     state = load_file(weights)
     for name, module in quantized.items():
