@@ -142,8 +142,8 @@ def from_file(cfg, kind: str) -> Examples:
     if not out.train:
         raise StageError(f"finetune.data={cfg.data}: no usable {kind} records among {len(records)} "
                          f"(set aside: {dict(out.dropped)}); see pipeline/finetune/data.py for the formats")
-    if not out.validation:
-        out.validation = out.train[:1]
+    if not out.validation and len(out.train) > 1:  # small files: one example still validates
+        out.validation.append(out.train.pop())
     return out
 
 
