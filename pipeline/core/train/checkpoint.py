@@ -3,19 +3,25 @@
     <ckpt_dir>/step-000200/model.safetensors   full (unsharded) fp32 weights
     <ckpt_dir>/step-000200/train_state.pt      optimizer, lr scheduler, loss scaler, step,
                                                data position, RNG states
+    <ckpt_dir>/step-000200/checksums.json      size and sha256 of each file above
     <ckpt_dir>/latest                          the name of the newest complete checkpoint
     <ckpt_dir>/metrics.jsonl                   the live log, cut back to the checkpoint on resume
 
 A checkpoint is written into a temporary directory and renamed into place; ``latest`` is
 replaced after that — a run killed at any moment leaves the previous checkpoint readable.
+A checkpoint damaged later (a truncated copy, a bad disk) fails its checksums: ``latest``
+passes over it, saying why, to the newest one that is whole, and ``load`` refuses it.
 State dicts go through torch.distributed.checkpoint's helpers, so DDP, FSDP2 (sharded) and
 single-process runs all save and load the same full, name-keyed state: a run can resume
 with a different number of processes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.core.errors import StageError
 from pipeline.model.io import load_weights, save_weights
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -34,6 +41,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 LATEST = "latest"
+CHECKSUMS = "checksums.json"
+FILES = ("model.safetensors", "train_state.pt")
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 FULL_LOAD = StateDictOptions(full_state_dict=True)
 
@@ -76,6 +85,7 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, scaler, samples
         torch.save({"step": step, "samples": samples, "optimizer": optim_state,
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "rng": _rng_state()}, tmp / "train_state.pt")
+        (tmp / CHECKSUMS).write_text(json.dumps({name: _file_digest(tmp / name) for name in FILES}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         latest_tmp = ckpt_dir / f".{LATEST}.tmp"
@@ -88,17 +98,86 @@ def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, scaler, samples
     return final
 
 
-def latest(ckpt_dir: Path) -> Path | None:
-    marker = ckpt_dir / LATEST
-    if not marker.is_file():
+def _file_digest(path: Path) -> dict:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+_WHOLE: set[tuple] = set()  # checkpoints this process has verified, by their files' size and mtime
+
+
+def _signature(path: Path) -> tuple:
+    stats = [(path / n).stat() for n in (*FILES, CHECKSUMS) if (path / n).is_file()]
+    return (str(path), *((st.st_size, st.st_mtime_ns) for st in stats))
+
+
+def damage(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be trusted, or None when every file matches its checksum."""
+    if _signature(path) in _WHOLE:  # latest() checked it moments ago; load() need not read it twice
         return None
-    path = ckpt_dir / marker.read_text().strip()
-    return path if (path / "train_state.pt").is_file() else None
+    try:
+        expected = json.loads((path / CHECKSUMS).read_text())
+    except (OSError, ValueError) as err:
+        return f"{path / CHECKSUMS} is missing or unreadable ({type(err).__name__}); its files cannot be checked"
+    for name in FILES:
+        file, want = path / name, expected.get(name) or {}
+        if not file.is_file():
+            return f"{file} is missing"
+        size = file.stat().st_size
+        if size != want.get("bytes"):
+            return f"{file} has {size} bytes, {want.get('bytes')} were written (truncated or replaced)"
+        if _file_digest(file)["sha256"] != want.get("sha256"):
+            return f"{file} does not match the sha256 written with it (corrupted)"
+    _WHOLE.add(_signature(path))
+    return None
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("-")[-1]) if path.name.split("-")[-1].isdigit() else -1
+
+
+def latest(ckpt_dir: Path, log: logging.Logger | None = None) -> Path | None:
+    """The newest whole checkpoint: the one ``latest`` names, else the newest older one that
+    passes its checksums. A damaged one is passed over with a warning naming what is wrong."""
+    log = log or logging.getLogger("lmdag.checkpoint")
+    marker = ckpt_dir / LATEST
+    named = ckpt_dir / marker.read_text().strip() if marker.is_file() else None
+    if named is None or not named.is_dir() or _step_of(named) < 0:
+        named = None  # no marker, or a damaged one: every checkpoint is a candidate
+    newest = _step_of(named) if named is not None else float("inf")
+    older = sorted((p for p in ckpt_dir.glob("step-*") if p != named and _step_of(p) <= newest), key=_step_of, reverse=True)
+    refused = []
+    for path in ([named] if named is not None else []) + older:
+        why = damage(path)
+        if why is None:
+            if refused:
+                log.warning("resuming from %s: %s", path.name, "; ".join(refused))
+            return path
+        refused.append(f"refused {path.name}: {why}")
+        log.warning("checkpoint %s refused: %s", path, why)
+    if refused:
+        raise StageError(f"no whole checkpoint in {ckpt_dir}: " + "; ".join(refused)
+                         + f". Delete {ckpt_dir} to train from the start.")
+    return None
 
 
 def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
-    """Restore everything saved by ``save``; returns {"step", "samples"}. Every rank loads."""
-    state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    """Restore everything saved by ``save``; returns {"step", "samples"}. Every rank loads.
+
+    A checkpoint that fails its checksums is refused; its state is read as tensors only
+    (``weights_only``): a file that holds other objects is refused, never run.
+    """
+    why = damage(path)
+    if why is not None:
+        raise StageError(f"checkpoint {path} refused: {why}")
+    try:
+        state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise StageError(f"checkpoint {path / 'train_state.pt'} refused: it holds more than tensors and "
+                         f"plain values ({str(err).splitlines()[0]})") from None
     set_model_state_dict(model, load_weights(path / "model.safetensors"), options=FULL_LOAD)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=FULL_LOAD)
     scheduler.load_state_dict(state["scheduler"])
