@@ -1,6 +1,7 @@
 # lmdag: raw text -> curated shards -> tokenizer -> model -> evaluation -> report.
-# Every stage writes results/<stage>/<key>/, where key hashes the stage's resolved config,
-# its upstream keys and its code version: a sweep shares every stage it does not change.
+# The steps and their inputs are declared in conf/dag/ (composed by Hydra); every step writes
+# results/<step>/<key>/, where key hashes its stage's code version, its resolved config and
+# its inputs' keys: a sweep shares every step it does not change.
 #
 #   snakemake -c all                                   the default experiment
 #   snakemake -c all --config experiment=ci            the tiny CI recipe
@@ -12,12 +13,12 @@ min_version("8.0")
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/eval.smk"
+include: "workflow/rules/steps.smk"
+include: "workflow/rules/dedup.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         REPORT,
+    default_target: True

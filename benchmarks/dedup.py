@@ -50,7 +50,7 @@ def run_lmdag(corpus: Path, work: Path) -> dict:
 
     subtree = dataclasses.asdict(Config(threshold=THRESHOLD, workers=1))
     wall, cpu = time.perf_counter(), _cpu()
-    stats = execute("dedup", subtree, {"filter": corpus}, work / "out")
+    stats = execute("dedup", subtree, {"docs": corpus}, work / "out")
     wall, cpu = time.perf_counter() - wall, _cpu() - cpu
     dropped = [r for p in sorted((work / "out/dropped").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
     clustered = [r["id"] for r in [*iter_docs(work / "out"), *dropped] if json.loads(r["meta"])["dedup_cluster_size"] > 1]

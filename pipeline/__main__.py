@@ -1,23 +1,34 @@
-"""lmdag stages from the command line.
+"""lmdag from the command line.
 
-    python -m pipeline --help                      list the stages
-    python -m pipeline <stage> --help              a stage's config with its defaults
-    python -m pipeline <stage> [key=value ...]     run it on the composed config (as the DAG does)
-    python -m pipeline <stage> in=PATH out=PATH [key=value ...]   run it on your own files
+    python -m pipeline --help                         the stages and commands
+    python -m pipeline dag [experiment=ci]            the DAG's steps, inputs and keys, on one screen
+    python -m pipeline status [experiment=ci]         which steps are done, missing, or stale (made by other code)
+    python -m pipeline <stage> --help                 a stage's inputs and config with its defaults
+    python -m pipeline <step> [key=value ...]         run one step of the DAG (its inputs must be done)
+    python -m pipeline <stage> in=PATH out=PATH [in.ROLE=PATH] [key=value ...]
+                                                      run a stage on your own files
+    python -m pipeline run-step PLAN [--input ROLE=DIR] [--part NAME ARGS ...] [--log FILE] [--threads N]
+                                                      what Snakemake's jobs run: one step from its plan file
 
-Overrides use Hydra's grammar; a key without a stage prefix belongs to the stage named
+Overrides use Hydra's grammar; a key without a group prefix belongs to the stage named
 (``python -m pipeline filter min_words=20`` sets ``filter.min_words``).
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 from omegaconf import OmegaConf
 
-import importlib
+from pipeline.core.errors import StageError
+from pipeline.stage import stage_module, stage_names
 
-from pipeline.stage import OTHER_CONFIG_GROUPS as EXTRA_COMMANDS
-from pipeline.stage import STAGES, StageError, stage_module
+# Commands that are not stages: name -> "module:function(argv) -> exit code".
+COMMANDS = {
+    "model": "pipeline.model:main",
+    "train": "pipeline.core.train.config:main",
+    "report": "pipeline.report:main",
+}
 
 
 def _summary(module) -> str:
@@ -25,79 +36,97 @@ def _summary(module) -> str:
 
 
 def usage() -> str:
-    lines = [__doc__.strip(), "", "stages (in DAG order):"]
-    for name in STAGES:
-        lines.append(f"  {name:<10} {_summary(stage_module(name))}")
-    lines += ["", "other commands and config groups:"]
-    for name, path in EXTRA_COMMANDS.items():
-        lines.append(f"  {name:<10} {_summary(importlib.import_module(path))}")
+    lines = [__doc__.strip(), "", "stages:"]
+    lines += [f"  {name:<10} {_summary(stage_module(name))}" for name in stage_names()]
+    lines += ["", "commands:", "  dag        the steps of the DAG", "  status     done / missing / stale steps",
+              "  run-step   one step from its plan file (Snakemake's jobs)"]
+    for name, target in COMMANDS.items():
+        lines.append(f"  {name:<10} {_summary(importlib.import_module(target.split(':')[0]))}")
     return "\n".join(lines)
 
 
 def stage_help(stage: str) -> str:
     from pipeline.config import compose
+    from pipeline.core.dag import stage_config
 
     module = stage_module(stage)
-    cfg = compose([])
-    return (
-        f"{(module.__doc__ or '').strip()}\n\nreads: {module.INPUTS or 'nothing (a source stage)'}\n\n"
-        f"config `{stage}` (defaults from conf/{stage}/ and its schema):\n"
-        + OmegaConf.to_yaml(cfg[stage], resolve=True)
-    )
+    inputs = "\n".join(f"  {role}: {i.what}{' (optional)' if i.optional else ''}" for role, i in module.INPUTS.items())
+    return (f"{(module.__doc__ or '').strip()}\n\ninputs:\n{inputs or '  none (a source stage)'}\n\n"
+            f"config `{stage}` (its defaults in pipeline/{stage}/, presets in conf/{stage}/, with the DAG's settings):\n"
+            + OmegaConf.to_yaml(stage_config(compose([]), stage)))
+
+
+def _run_step_command(args: list[str]) -> int:
+    from pipeline import runner
+
+    if not args or args[0].startswith("-"):
+        raise StageError("usage: python -m pipeline run-step PLAN [--input ROLE=DIR] [--part NAME ARGS ...] "
+                         "[--log FILE] [--threads N]")
+    plan, rest = args[0], args[1:]
+    extra, part, part_args, log, threads = {}, None, [], None, None
+    while rest:
+        flag = rest.pop(0)
+        if flag == "--input" and rest and "=" in rest[0]:
+            role, path = rest.pop(0).split("=", 1)
+            extra[role] = path
+        elif flag == "--log" and rest:
+            log = rest.pop(0)
+        elif flag == "--threads" and rest:
+            threads = int(rest.pop(0))
+        elif flag == "--part" and rest:
+            part, part_args, rest = rest[0], rest[1:], []
+        else:
+            raise StageError(f"run-step: unexpected argument {flag!r}")
+    runner.run_plan(plan, extra, part, part_args, log, threads)
+    return 0
+
+
+def _split_args(args: list[str]) -> tuple[dict[str, str], str | None, list[str]]:
+    ins, out, overrides = {}, None, []
+    for a in args:
+        if a.startswith("in="):
+            ins[""] = a[3:]  # the stage's first input
+        elif a.startswith("in.") and "=" in a:
+            role, path = a[3:].split("=", 1)
+            ins[role] = path
+        elif a.startswith("out="):
+            out = a[4:]
+        else:
+            overrides.append(a)
+    return ins, out, overrides
 
 
 def main(argv: list[str]) -> int:
     from pipeline import runner
+    from pipeline.config import normalize_overrides
 
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    stage, args = argv[0], argv[1:]
-    if stage in EXTRA_COMMANDS:
-        module = importlib.import_module(EXTRA_COMMANDS[stage])
-        if not hasattr(module, "main"):
-            print(f"{stage} is a config group, not a command; its keys and defaults:\n")
-            from pipeline.config import compose
+    name, args = argv[0], argv[1:]
+    if name == "run-step":
+        return _run_step_command(args)
+    if name in ("dag", "status"):
+        from pipeline import status
 
-            print(OmegaConf.to_yaml(compose([])[stage], resolve=True))
-            return 0
-        return module.main(args)
-    if stage not in STAGES:
-        print(f"error: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    if "-h" in args or "--help" in args:
+        return status.main(name, args)
+    if name in COMMANDS:
+        module, func = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), func)(args)
+    stage = name if name in stage_names() else None
+    if stage and ("-h" in args or "--help" in args):
         print(stage_help(stage))
         return 0
-    if args[:1] == ["--planned"]:
-        if len(args) < 2:
-            raise StageError("--planned needs the stage key")
-        if "--step" in args[:4]:  # one scatter/gather step of a split stage: --planned KEY RESULTS --step NAME ...
-            at = args.index("--step")
-            if at != 3 or len(args) < 5:
-                raise StageError("usage: python -m pipeline <stage> --planned KEY RESULTS --step NAME [ARGS ...]")
-            runner.run_step_from_plan_file(stage, args[4], args[1], args[2], args[5:])
-            return 0
-        runner.run_from_plan_file(stage, args[1], *args[2:3])
-        return 0
-    from pipeline.config import normalize_overrides
-
-    in_path = out_path = None
-    overrides = []
-    for a in args:
-        if a.startswith("in="):
-            in_path = a[3:]
-        elif a.startswith("out="):
-            out_path = a[4:]
-        else:
-            overrides.append(a)
+    ins, out, overrides = _split_args(args)
     overrides = normalize_overrides(overrides, stage)
-    if out_path is not None or in_path is not None:
-        if out_path is None:
+    if ins or out is not None:
+        if stage is None:
+            raise StageError(f"in=/out= run a stage on your files; {name!r} is not a stage ({', '.join(stage_names())})")
+        if out is None:
             raise StageError("in= needs out= (a directory, or a .jsonl/.parquet file)")
-        runner.run_on_files(stage, overrides, in_path, out_path)
+        runner.run_on_files(stage, overrides, ins, out)
     else:
-        out = runner.run_planned(stage, overrides)
-        print(f"{stage}: {out}")
+        print(f"{name}: {runner.run_configured(name, overrides)}")
     return 0
 
 

@@ -1,38 +1,59 @@
 """Hydra composition with structured configs.
 
-Each stage's ``Config`` dataclass becomes a field of one root schema registered in Hydra's
-ConfigStore, so an unknown key or a wrong type fails at composition, before any work, with
-a message that names the key and the config file it came from.
+The root schema has one field per stage package (its ``Config`` dataclass: the one place a
+default lives), the top-level ``model`` / ``train`` / ``report`` groups, the values steps
+share (``seed``, ``results_dir``) and ``dag`` (conf/dag/: which steps run, their inputs and
+per-step overrides). It is registered in Hydra's ConfigStore, so an unknown key or a wrong
+type fails at composition, before any work, naming the key and the file it came from.
 """
-from __future__ import annotations
+# No `from __future__ import annotations`: make_dataclass copies field types, which must be real types.
 
 import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 from omegaconf import DictConfig
 
-import importlib
-
-from pipeline.stage import OTHER_CONFIG_GROUPS, STAGES, StageError
+from pipeline.core.errors import StageError
 
 CONF_DIR = Path(os.environ.get("LMDAG_CONF", Path(__file__).resolve().parents[1] / "conf"))
+
+# Config groups that are not stages: name -> module whose `Config` is the group's schema.
+GROUPS = {"model": "pipeline.model", "train": "pipeline.core.train.config", "report": "pipeline.report"}
+
+
+@dataclasses.dataclass
+class StepSpec:
+    """One entry of the DAG (conf/dag/default.yaml explains the fields)."""
+
+    stage: Optional[str] = None  # the stage package; default: the entry's name
+    inputs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # role -> step | [steps/globs]
+    config: Dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of the stage's group
+    variants: Dict[str, Any] = dataclasses.field(default_factory=dict)  # name -> overrides: a step each
+    enabled: bool = True
 
 
 @dataclasses.dataclass
 class GlobalConfig:
-    """Values shared by several stages; they reach a stage by interpolation (``${seed}``)."""
+    """Values shared by several steps; they reach a step by interpolation (``${seed}``)."""
 
     seed: int = 1234
     results_dir: str = "results"
+    dag: Dict[str, StepSpec] = dataclasses.field(default_factory=dict)
 
 
 @lru_cache(maxsize=None)
 def root_schema() -> type:
+    import importlib
+
+    from pipeline.stage import stage_module, stage_names
+
     fields = [(f.name, f.type, f) for f in dataclasses.fields(GlobalConfig)]
-    for name, module in {**STAGES, **OTHER_CONFIG_GROUPS}.items():
-        cls = importlib.import_module(module).Config
+    schemas = {name: stage_module(name).Config for name in stage_names()}
+    schemas.update({name: importlib.import_module(module).Config for name, module in GROUPS.items()})
+    for name, cls in schemas.items():
         fields.append((name, cls, dataclasses.field(default_factory=cls)))
     return dataclasses.make_dataclass("LmdagConfig", fields)
 
@@ -56,7 +77,8 @@ def normalize_overrides(overrides: list[str], stage: str | None = None) -> list[
     return out
 
 
-def _valid_keys(full_key: str) -> list[str]:
+def valid_keys(full_key: str) -> list[str]:
+    """The keys beside ``full_key``'s last part in the schema ([] when its parent is unknown)."""
     from omegaconf import OmegaConf
 
     node = OmegaConf.structured(root_schema())
@@ -67,10 +89,16 @@ def _valid_keys(full_key: str) -> list[str]:
     return [str(k) for k in node.keys()]
 
 
+def did_you_mean(key: str, valid: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, valid, n=1)
+    return (f"Did you mean {close[0]!r}? " if close else "") + f"Valid keys here: {', '.join(valid)}."
+
+
 def _explain(err: Exception, overrides) -> str:
     """Hydra's message, minus its advice to append keys (the schema forbids that), plus the
     valid keys and the closest match for a misspelt one."""
-    import difflib
     import re
 
     text = f"{err}\n{err.__cause__}" if err.__cause__ else str(err)
@@ -78,9 +106,7 @@ def _explain(err: Exception, overrides) -> str:
     hint = "See a stage's keys and defaults with `python -m pipeline <stage> --help`."
     m = re.search(r"full_key: (\S+)", text)
     if m and "not in" in text:
-        valid = _valid_keys(m.group(1))
-        close = difflib.get_close_matches(m.group(1).rsplit(".", 1)[-1], valid, n=1)
-        hint = (f"Did you mean {close[0]!r}? " if close else "") + f"Valid keys here: {', '.join(valid)}."
+        hint = did_you_mean(m.group(1).rsplit(".", 1)[-1], valid_keys(m.group(1)))
     return f"config error (config dir {CONF_DIR}, overrides {list(overrides)}):\n{text}\n{hint}"
 
 
@@ -89,6 +115,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _register()
@@ -99,8 +126,6 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         raise StageError(_explain(err, overrides)) from None
     try:
         # Resolve every interpolation now, so a bad ${...} names its key before work starts.
-        from omegaconf import OmegaConf
-
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise StageError(f"config error: {err}") from None

@@ -3,14 +3,13 @@ import pytest
 
 from pipeline.config import compose, normalize_overrides
 from pipeline.core.errors import StageError
-from pipeline.stage import plan_keys
+from pipeline.core.dag import build_steps
 
 
-def test_defaults_compose_and_every_stage_has_a_key():
-    cfg = compose([])
-    keys = plan_keys(cfg)
-    assert set(keys) >= {"collect"}
-    assert all(len(k) == 12 for k in keys.values())
+def test_defaults_compose_and_every_step_has_a_key():
+    steps = build_steps(compose([]))
+    assert [s.name for s in steps][:2] == ["collect", "filter"]
+    assert all(len(s.key) == 12 for s in steps)
 
 
 def test_unknown_key_names_the_key():

@@ -1,4 +1,4 @@
-"""Plan the DAG: compose the config of every sweep point and compute every stage key.
+"""Plan the DAG: compose every sweep point once, build its steps, write one plan file per step.
 
 Snakemake's config (``--config``) carries three optional entries:
 
@@ -7,8 +7,8 @@ Snakemake's config (``--config``) carries three optional entries:
     sweep=conf/sweep/NAME.yaml            a grid file, or the grid itself in Hydra's sweep
                                           grammar: sweep="filter.min_words=20,50 train.lr=1e-3,3e-4"
 
-A point is one combination of sweep values. Points that agree on a stage's resolved
-config (and its upstream) get the same key, so the stage is computed once and shared.
+A point is one combination of sweep values. Points whose step has the same key share it:
+one directory, one job.
 """
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ import hashlib
 import itertools
 import json
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from pipeline.config import compose
-from pipeline.runner import PLAN_DIR, overrides_file
-from pipeline.stage import STAGES, StageError, plan_keys
-
+from pipeline.core.dag import build_steps
+from pipeline.core.errors import StageError
+from pipeline.core.plan import PLAN_DIR, write_plan
+from pipeline.core.step import Step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 class Point:
     name: str
     overrides: list[str]
-    keys: dict[str, str]
+    steps: list[Step] = field(default_factory=list)
+
+    def manifest(self) -> dict:
+        return {"name": self.name, "overrides": self.overrides,
+                "steps": {s.name: {"stage": s.stage, "key": s.key,
+                                   "inputs": {r: i.name for r, i in s.inputs.items()}} for s in self.steps}}
 
 
 def _split(value) -> list[str]:
@@ -81,45 +87,51 @@ def expand_grid(grid: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
 
 
-def _point_name(grid_values: list[str]) -> str:
-    return ",".join(grid_values) if grid_values else "default"
+def base_overrides(config: dict) -> list[str]:
+    return ([f"experiment={config['experiment']}"] if config.get("experiment") else []) + _split(config.get("overrides"))
 
 
 def build_plan(config: dict) -> list[Point]:
-    experiment = config.get("experiment")
-    base = ([f"experiment={experiment}"] if experiment else []) + _split(config.get("overrides"))
     _, sweep_base, grid = read_sweep(config.get("sweep"))
     points = []
     for values in expand_grid(grid):
-        overrides = sweep_base + base + values
-        cfg = compose(overrides)
-        points.append(Point(_point_name(values), overrides, plan_keys(cfg)))
+        overrides = sweep_base + base_overrides(config) + values
+        points.append(Point(",".join(values) or "default", overrides, build_steps(compose(overrides))))
     return points
 
 
+def _shared(config: dict):
+    """The config without the grid: where results go and how the report looks."""
+    _, sweep_base, _ = read_sweep(config.get("sweep"))
+    return compose(sweep_base + base_overrides(config))
+
+
 def results_dir(config: dict) -> Path:
-    return Path(compose(_split(config.get("overrides")) + (
-        [f"experiment={config['experiment']}"] if config.get("experiment") else [])).results_dir)
+    return Path(_shared(config).results_dir)
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    # Only rewrite on change: an unchanged file keeps its mtime, so nothing reruns for it.
-    if not path.is_file() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
-def write_plan(points: list[Point], results: Path) -> Path:
-    """One overrides file per (stage, key), and the points manifest the report reads."""
+def unique_steps(points: list[Point]) -> dict[tuple[str, str], Step]:
+    """Every (step name, key) of the plan once, in DAG order."""
+    found: dict[tuple[str, str], Step] = {}
     for p in points:
-        for stage, key in p.keys.items():
-            _write_if_changed(overrides_file(results, stage, key), json.dumps({"overrides": p.overrides}, indent=1))
-    # Named by its content: plans of different sweeps never overwrite each other's manifest.
-    text = json.dumps([asdict(p) for p in points], indent=1)
+        for s in p.steps:
+            found.setdefault((s.name, s.key), s)
+    return found
+
+
+def write_all(points: list[Point], config: dict) -> Path:
+    """One plan file per step, and the manifest the report reads: the points and the report's
+    config (named by its content, so plans of different sweeps never overwrite each other's)."""
+    from omegaconf import OmegaConf
+
+    shared = _shared(config)
+    results = Path(shared.results_dir)
+    for step in unique_steps(points).values():
+        write_plan(step, results)
+    text = json.dumps({"report": OmegaConf.to_container(shared.report, resolve=True),
+                       "points": [p.manifest() for p in points]}, indent=1)
     manifest = results / PLAN_DIR / f"points-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
-    _write_if_changed(manifest, text)
+    if not manifest.is_file():
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(text)
     return manifest
-
-
-def stage_names() -> list[str]:
-    return list(STAGES)

@@ -23,8 +23,9 @@ from pipeline.collect.collector import Collector, read_builtin, read_huggingface
 from pipeline.core.docs import read_rows, shard_paths, write_table
 from pipeline.core.canaries import CanaryConfig, plant_canaries
 from pipeline.core.errors import StageError
+from pipeline.core.step import Input, unkeyed
 
-INPUTS: list[str] = []
+INPUTS: dict[str, Input] = {}  # a source stage: it reads what its config names
 VERSION = "1"
 
 
@@ -38,7 +39,7 @@ class Config:
     max_doc_bytes: int = 2_000_000
     text_key: str = "text"
     shard_docs: int = 500
-    sample_size: int = 3
+    sample_size: int = unkeyed(3)  # documents per source shown in the report
     # Secret-Sharer canaries planted into the raw text; evaluate measures their exposure.
     canaries: CanaryConfig = field(default_factory=CanaryConfig)
     # Where canaries go: "builtin" (the built-in corpus only: a user's files are never altered

@@ -1,11 +1,12 @@
 """dedup: exact and MinHash-LSH near-duplicate removal, one document kept per cluster.
 
-Four steps, each a separate Snakemake rule so a cluster executor can spread the per-shard ones:
+Four parts, each a separate Snakemake rule so a cluster executor can spread the per-shard ones
+(workflow/rules/dedup.smk); for a step named ``dedup`` with key K:
 
-    signatures  per shard   exact key, MinHash signature, LSH band keys    results/dedup_signatures/<key>/
-    buckets     gather      exact groups, band buckets -> candidate pairs  results/dedup_buckets/<key>/
-    clusters    gather      verify pairs, union-find, pick keepers         results/dedup_clusters/<key>/
-    remove      per shard   drop duplicates, record cluster id and size    results/dedup/<key>/ (the stage)
+    signatures  per shard   exact key, MinHash signature, LSH band keys    results/dedup_signatures/K/
+    buckets     gather      exact groups, band buckets -> candidate pairs  results/dedup_buckets/K/
+    clusters    gather      verify pairs, union-find, pick keepers         results/dedup_clusters/K/
+    remove      per shard   drop duplicates, record cluster id and size    results/dedup/K/ (the step)
 
 Run on your own files (all four steps in one process):
 
@@ -18,7 +19,6 @@ meta gets ``dedup_cluster`` (the id of the document kept for its cluster) and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,8 +35,10 @@ from pipeline.dedup.minhash import candidate_probability, lsh_params
 from pipeline.dedup.remove import remove_all
 from pipeline.dedup.signatures import signature_file, write_shard_signatures
 from pipeline.core.errors import StageError
+from pipeline.core.publish import atomic_dir
+from pipeline.core.step import Input, unkeyed
 
-INPUTS: list[str] = ["filter"]
+INPUTS = {"docs": Input("document shards to deduplicate")}
 VERSION = "2"
 
 
@@ -66,10 +68,10 @@ class Config:
     bucket_window: int = 64
     # Seed of the MinHash permutations (a dedup-local seed: a training seed sweep must not rerun dedup).
     seed: int = 1
-    # Processes for the per-shard steps when run in one process (not part of the key).
-    workers: int = 1
+    # Processes for the per-shard steps when run in one process.
+    workers: int = unkeyed(1)
     # Clusters shown in examples.jsonl and the report, of each kind (near / exact).
-    sample_size: int = 5
+    sample_size: int = unkeyed(5)
     # Decontamination: drop training documents sharing a word n-gram with these eval tasks
     # (names or task YAMLs, as in evaluate.tasks), GPT-3's 13-grams; reason `eval_overlap`.
     remove_eval_overlap: list[str] = field(default_factory=list)
@@ -115,30 +117,21 @@ def input_shards(source: Path) -> list[Path]:
 
 
 def publish(target: Path, build) -> dict:
-    """Run ``build(tmp_dir) -> stats`` and rename the directory into place with its stats.json."""
-    target = Path(target)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Run ``build(tmp_dir) -> stats`` into a part directory published atomically with its stats.json."""
     started = time.time()
-    try:
+    with atomic_dir(target) as tmp:
         stats = build(tmp)
         stats["wall_s"] = round(time.time() - started, 3)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
     return stats
 
 
-# ---------------------------------------------------------------- the steps
+# ---------------------------------------------------------------- the parts
 
 def step_signatures(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -> None:
     """Signature files of the shards named in ``args`` (all shards when none)."""
     bands, rows = lsh_shape(cfg)
-    source = inputs[INPUTS[0]]
+    source = inputs["docs"]
     shards = [source / a for a in args] if args else input_shards(source)
     for s in shards:
         if not s.is_file():
@@ -163,7 +156,7 @@ def _signatures_of(shard: Path, cfg: Config, bands: int, rows: int, out_dir: Pat
 
 def step_buckets(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -> dict:
     bands, rows = lsh_shape(cfg)
-    shards = input_shards(inputs[INPUTS[0]])
+    shards = input_shards(inputs["docs"])
     files = [signature_file(dirs["signatures"], s) for s in shards]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
@@ -177,7 +170,7 @@ def step_clusters(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -
     bucket_stats = json.loads((dirs["buckets"] / "stats.json").read_text())
 
     def build(tmp: Path) -> dict:
-        summary = build_clusters(cfg, inputs[INPUTS[0]], dirs["buckets"], dirs["signatures"], tmp, log)
+        summary = build_clusters(cfg, inputs["docs"], dirs["buckets"], dirs["signatures"], tmp, log)
         lsh = {"ngram": cfg.ngram, "bands": bands, "rows": rows, "num_perm": cfg.num_perm, "threshold": cfg.threshold,
                "verify": cfg.verify,
                "candidate_probability_at_threshold": round(float(candidate_probability(cfg.threshold, bands, rows)), 4)}
@@ -186,25 +179,25 @@ def step_clusters(cfg: Config, inputs: dict, dirs: dict, args: list[str], log) -
     return publish(dirs["clusters"], build)
 
 
-# Scatter/gather steps, in order; `python -m pipeline dedup --planned KEY RESULTS --step NAME [ARGS]`
-# runs one of them into results/dedup_<step>/<key>/ (see workflow/rules/data.smk).
-STEPS = {"signatures": step_signatures, "buckets": step_buckets, "clusters": step_clusters}
+# Scatter/gather parts, in order; `python -m pipeline run-step PLAN --part NAME [ARGS]` runs one
+# into results/<step>_<part>/<key>/ (workflow/rules/dedup.smk).
+PARTS = {"signatures": step_signatures, "buckets": step_buckets, "clusters": step_clusters}
 
 
 def run(cfg: Config, inputs: dict, out: Path, log) -> dict:
-    """The removal step; the earlier steps run here too unless Snakemake ran them (dedup_clusters)."""
+    """The removal; the earlier parts run here too unless Snakemake ran them (input ``clusters``)."""
     lsh_shape(cfg)
-    source = inputs[INPUTS[0]]
+    source = inputs["docs"]
     input_shards(source)
-    clusters = inputs.get("dedup_clusters")
+    clusters = inputs.get("clusters")
     work = None
     if clusters is None:
         work = out / ".work"
-        dirs = {step: work / step for step in STEPS}
-        for step, fn in STEPS.items():
+        dirs = {part: work / part for part in PARTS}
+        for part, fn in PARTS.items():
             started = time.time()
             fn(cfg, inputs, dirs, [], log)
-            log.info("step %s: %.2fs", step, time.time() - started)
+            log.info("part %s: %.2fs", part, time.time() - started)
         clusters = dirs["clusters"]
     summary = json.loads((Path(clusters) / "stats.json").read_text())
     summary["clusters_wall_s"] = summary.pop("wall_s", None)

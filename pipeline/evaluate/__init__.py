@@ -22,8 +22,13 @@ from tqdm import tqdm
 from pipeline.evaluate import metrics as M
 from pipeline.core.canaries import CanaryConfig
 from pipeline.core.errors import StageError
+from pipeline.core.step import Input, unkeyed
 
-INPUTS = ["pretrain", "tokenize"]
+INPUTS = {
+    "model": Input("a model directory: ours (pipeline/model/io.py) or a Hugging Face one"),
+    "tokens": Input("the tokenize directory the model was trained on: held-out bits-per-byte, "
+                    "contamination and canary checks", optional=True),
+}
 VERSION = "1"
 
 
@@ -54,16 +59,21 @@ class Config:
     contamination_ngram: int = 13
     # Training documents read for the overlap check (0 = all).
     contamination_max_docs: int = 0
-    # Must match the canaries collect planted: conf/evaluate/default.yaml interpolates ${collect.canaries}
-    # once collect has the option.
-    # An interpolation as the default keeps the field typed (unknown keys still fail).
-    canaries: CanaryConfig = "${collect.canaries}"  # type: ignore[assignment]
-    threads: int = 0  # torch threads (0 = torch's default); not part of the key
-    sample_size: int = 3  # prompts and predictions kept per task for the report
+    # The canaries collect planted (same formats, count, seed): the DAG passes ${collect.canaries}.
+    canaries: CanaryConfig = field(default_factory=CanaryConfig)
+    threads: int = unkeyed(0)  # torch threads (0 = torch's default)
+    sample_size: int = unkeyed(3)  # prompts and predictions kept per task for the report
     # Format every prompt with the model's chat template (lm-eval --apply_chat_template, few-shot
     # examples as turns): how chat models are asked, and what the generated chat_* tasks expect.
     apply_chat_template: bool = False
     system_instruction: str = ""  # a system turn before each prompt (lm-eval --system_instruction)
+
+
+def resources(cfg: Config) -> dict:
+    """What the Snakemake job asks for (scaled down to --cores): torch uses every core."""
+    import os
+
+    return {"threads": cfg.threads or os.cpu_count() or 1, "mem_mb": 8000, "runtime": 120}
 
 
 def _decode_docs(tok_dir: Path, split: str, max_docs: int) -> list[str]:
@@ -109,18 +119,21 @@ def core_score(results: dict) -> dict:
     return {"core": core, "tasks": per_task}
 
 
-def evaluate_model(model_dir, tasks: list[str] | None = None, tokenize_dir=None, **overrides) -> dict:
-    """Evaluate one model directory from Python, without the stage machinery."""
+def evaluate_model(model_dir, tasks: list[str] | None = None, tokenize_dir=None, out=None, **overrides) -> dict:
+    """Evaluate one model directory (ours or a Hugging Face one) from Python; the stats the
+    stage would write. ``overrides`` are Config fields (``limit=50``, ``canaries={"count": 2}``);
+    ``out`` keeps results.json and samples.jsonl in that directory."""
     import logging
-
-    cfg = Config(**({"tasks": tasks} if tasks is not None else {}), **overrides)
-    inputs = {"pretrain": Path(model_dir)}
-    if tokenize_dir is not None:
-        inputs["tokenize"] = Path(tokenize_dir)
     import tempfile
 
+    from pipeline.core.step import typed_config
+
+    cfg = typed_config(Config, {**({"tasks": list(tasks)} if tasks is not None else {}), **overrides})
+    inputs = {"model": Path(model_dir), **({"tokens": Path(tokenize_dir)} if tokenize_dir is not None else {})}
     with tempfile.TemporaryDirectory() as tmp:
-        return run(cfg, inputs, Path(tmp), logging.getLogger("lmdag.evaluate"))
+        target = Path(out) if out is not None else Path(tmp)
+        target.mkdir(parents=True, exist_ok=True)
+        return run(cfg, inputs, target, logging.getLogger("lmdag.evaluate"))
 
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
@@ -131,14 +144,12 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     from pipeline.evaluate.models import load_lm
     from pipeline.core.tasks import load_task
 
-    if isinstance(cfg.canaries, dict):
-        cfg.canaries = CanaryConfig(**cfg.canaries)
     if cfg.threads > 0:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    model_dir = Path(inputs["pretrain"])
-    tok_dir = Path(inputs["tokenize"]) if inputs.get("tokenize") else None
+    model_dir = Path(inputs["model"])
+    tok_dir = Path(inputs["tokens"]) if inputs.get("tokens") else None
     lm, how = load_lm(model_dir, cfg.model_source, cfg.batch_size, cfg.device, cfg.max_length)
     log.info("model %s loaded as %s (max_length %d)", model_dir, how, lm.max_length)
     chat = None

@@ -12,7 +12,6 @@ else the HF export.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipeline.evaluate.lm import CausalLM, HFTokenizer, Tokenizer, logits_fn

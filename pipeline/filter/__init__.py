@@ -34,8 +34,9 @@ from pipeline.filter.gopher import GopherQualityConfig, GopherRepetitionConfig
 from pipeline.filter.language import LanguageConfig
 from pipeline.filter.toxicity import ToxicityConfig
 from pipeline.core.errors import StageError
+from pipeline.core.step import Input, unkeyed
 
-INPUTS = ["collect"]
+INPUTS = {"docs": Input("document shards to filter")}
 VERSION = "2"
 
 __all__ = ["Config", "INPUTS", "VERSION", "run", "judge"]
@@ -58,7 +59,7 @@ class Config:
     c4: C4Config = field(default_factory=C4Config)
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
-    workers: int = 1  # processes over shards (not part of the key)
+    workers: int = unkeyed(1)  # processes over shards
 
     def __post_init__(self):
         # execute() builds Config(**subtree) from plain dicts: make the groups dataclasses.
@@ -73,7 +74,6 @@ class Config:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     log.info("filter config: %s", dataclasses.asdict(cfg))
-    (upstream,) = inputs.values()
-    stats = map_shards(partial(filter_shard, cfg), upstream, out, cfg.workers, desc="filter")
+    stats = map_shards(partial(filter_shard, cfg), inputs["docs"], out, cfg.workers, desc="filter")
     log.info("filter: kept %d of %d documents; dropped %s", stats["docs_kept"], stats["docs_in"], stats["dropped"])
     return stats

@@ -5,17 +5,28 @@
     python -m pipeline model model=cpu_10m    one preset's resolved config and sizes
 
 The model is a top-level config group, not a stage: the stages that build or read a model
-(pretrain, evaluate) carry ``model: ${model}`` in their own subtree, so it lands in their keys.
+(pretrain) get ``model: ${model}`` in their step config (conf/dag/), so it lands in their keys.
 """
 from __future__ import annotations
 
-from pipeline.model.transformer import Config, Transformer
+from pipeline.model.config import Config
 
 __all__ = ["Config", "Transformer", "build", "describe", "main"]
 
 
-def build(cfg) -> Transformer:
+def __getattr__(name: str):
+    # The Transformer (and torch) load on first use: composing configs needs only Config.
+    if name == "Transformer":
+        from pipeline.model.transformer import Transformer
+
+        return Transformer
+    raise AttributeError(f"module 'pipeline.model' has no attribute {name!r}")
+
+
+def build(cfg) -> "Transformer":
     """A Transformer from a Config, a dict or an OmegaConf node (how a stage receives it)."""
+    from pipeline.model.transformer import Transformer
+
     if isinstance(cfg, Config):
         return Transformer(cfg)
     if not isinstance(cfg, dict):
@@ -28,6 +39,8 @@ def build(cfg) -> Transformer:
 def describe(cfg: Config) -> dict:
     """Sizes of a config, computed on the meta device (no memory, so 1B+ presets are instant)."""
     import torch
+
+    from pipeline.model.transformer import Transformer
 
     with torch.device("meta"):
         model = Transformer(cfg)

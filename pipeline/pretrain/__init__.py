@@ -18,22 +18,20 @@ import dataclasses
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pipeline.model import Config as ModelConfig
+from pipeline.core.step import Input
 from pipeline.core.train.config import Config as TrainConfig
+from pipeline.model import Config as ModelConfig
 
-INPUTS = ["tokenize"]
+INPUTS = {"tokens": Input("a tokenize directory: train/val token files and the tokenizer")}
 VERSION = "1"
 
 
 @dataclass
 class Config:
-    # ${model} and ${train}, interpolated from the top-level groups (conf/pretrain/default.yaml)
-    # so both land in the key. Typed Any for Hydra (OmegaConf cannot merge an interpolation
-    # into a dataclass node); the top-level schemas check them, __post_init__ types them.
-    model: Any = field(default_factory=dict)
-    train: Any = field(default_factory=dict)
+    # The DAG gives the step the top-level `model` and `train` groups (conf/dag/default.yaml:
+    # config: {model: ${model}, train: ${train}}), so both land in its key.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 1234  # weights init and data order
     # Validation windows scored at the end (spread over val; 0 = all of it).
     final_eval_windows: int = 512
@@ -64,7 +62,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     cfg.train.validate()
     ckpt = loop.checkpoint_dir(out)
     spec = loop.Spec(entry="pipeline.pretrain.loop:train", config=asdict(cfg),
-                     inputs={"tokens": str(inputs["tokenize"])}, out_dir=str(out), ckpt_dir=str(ckpt))
+                     inputs={"tokens": str(inputs["tokens"])}, out_dir=str(out), ckpt_dir=str(ckpt))
     stats = loop.run(spec, cfg.train, log)
     shutil.rmtree(ckpt, ignore_errors=True)  # the finished run's state is in out/ now
     return stats

@@ -1,8 +1,9 @@
-"""report: one page (index.html, self-contained, and report.md) over every stage of every point.
+"""report: one page (index.html, self-contained, and report.md) over every step of every point.
 
-Each section is a module in ``pipeline/report/sections/`` listed in ``SECTIONS``; it returns
-blocks (headings, paragraphs, tables, figures) or nothing when its stage has not run.
-Later stages add a section without touching the others.
+Each section is a module in ``pipeline/report/sections/``; it returns blocks (headings,
+paragraphs, tables, figures) or nothing when its steps have not run. ``SECTIONS`` fixes the
+order of the sections written so far; a new module there (a new stage's) is picked up by
+itself and placed after them, so adding a stage never touches this file.
 
 Usage:  python -m pipeline report --manifest results/.plan/points-<hash>.json --out results/report
 """
@@ -32,6 +33,14 @@ SECTIONS = [
 ]
 
 
+def section_modules() -> list[str]:
+    """SECTIONS in their order, then any other section module (sorted), the comparison last."""
+    found = sorted(f"pipeline.report.sections.{p.stem}" for p in (Path(__file__).parent / "sections").glob("*.py")
+                   if p.stem != "__init__")
+    last = "pipeline.report.sections.sweep_comparison"
+    return [s for s in SECTIONS if s != last] + [s for s in found if s not in SECTIONS] + [last]
+
+
 @dataclass
 class Config:
     title: str = "lmdag report"
@@ -39,12 +48,12 @@ class Config:
 
 
 def build(manifest: Path, out: Path, cfg: Config) -> list[Path]:
-    points = json.loads(Path(manifest).read_text())
+    points = json.loads(Path(manifest).read_text())["points"]
     results = Path(manifest).resolve().parents[1]
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(points=points, results=results, out=out, cfg=cfg)
     blocks = []
-    for name in SECTIONS:
+    for name in section_modules():
         blocks += importlib.import_module(name).render(ctx) or []
     write_figures(blocks, out)
     html, md = out / "index.html", out / "report.md"
@@ -61,13 +70,16 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", required=True, help="results/.plan/points-<hash>.json, written when Snakemake plans the DAG")
     parser.add_argument("--out", default="results/report", help="output directory")
-    parser.add_argument("overrides", nargs="*", help="report.* overrides, e.g. report.title='My run'")
+    parser.add_argument("overrides", nargs="*", help="report settings over the planned ones, e.g. title='My run'")
     args = parser.parse_args(argv)
     from omegaconf import OmegaConf
 
-    from pipeline.config import compose, normalize_overrides
+    from pipeline.core.step import typed_config
 
-    cfg = Config(**OmegaConf.to_container(compose(normalize_overrides(args.overrides, "report")).report, resolve=True))
+    # The report's config was resolved when the DAG was planned (it is in the manifest).
+    planned = json.loads(Path(args.manifest).read_text()).get("report", {})
+    cli = OmegaConf.to_container(OmegaConf.from_dotlist([o.removeprefix("report.") for o in args.overrides]))
+    cfg = typed_config(Config, {**planned, **cli})
     for path in build(Path(args.manifest), Path(args.out), cfg):
         print(f"report: {path}")
     return 0

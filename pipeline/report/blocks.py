@@ -12,24 +12,34 @@ from typing import Any
 
 @dataclass
 class Context:
-    points: list[dict]  # [{name, overrides, keys: {stage: key}}]
+    points: list[dict]  # the plan's manifest: [{name, overrides, steps: {step: {stage, key, inputs}}}]
     results: Path
     out: Path
     cfg: Any
 
+    def steps(self, stage: str | None = None) -> list[tuple[dict, str, dict]]:
+        """(point, step name, step entry) of every point, in DAG order; only ``stage``'s if given."""
+        return [(p, name, s) for p in self.points for name, s in p["steps"].items()
+                if stage is None or s["stage"] == stage]
+
     def stage_dirs(self, stage: str) -> list[tuple[str, Path]]:
-        """(point name, directory) of a stage for every point where it finished, deduplicated by key."""
+        """(label, directory) of every finished step of ``stage``, each directory once; the
+        label names the step, and the point when the plan has several."""
         seen, found = set(), []
-        for p in self.points:
-            key = p["keys"].get(stage)
-            d = self.results / stage / key if key else None
-            if d is not None and (d / "stats.json").is_file() and key not in seen:
-                seen.add(key)
-                found.append((p["name"], d))
+        for p, name, s in self.steps(stage):
+            d = self.results / name / s["key"]
+            if (d / "stats.json").is_file() and d not in seen:
+                seen.add(d)
+                found.append((name if len(self.points) == 1 else f"{name}, point {p['name']}", d))
         return found
 
     def stats(self, directory: Path) -> dict:
         return json.loads((directory / "stats.json").read_text())
+
+    def input_dir(self, directory: Path, role: str) -> Path | None:
+        """The directory a finished step read as ``role`` (stats.json records "<step>/<key>")."""
+        ref = self.stats(directory).get("inputs", {}).get(role)
+        return self.results / ref if ref else None
 
 
 @dataclass

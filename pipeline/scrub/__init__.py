@@ -23,8 +23,9 @@ from pipeline.core.docs import map_shards
 from pipeline.scrub.apply import scrub_shard, scrub_text
 from pipeline.scrub.detect import KINDS
 from pipeline.core.errors import StageError
+from pipeline.core.step import Input, unkeyed
 
-INPUTS = ["dedup"]
+INPUTS = {"docs": Input("document shards to scrub")}
 VERSION = "1"
 
 __all__ = ["Config", "INPUTS", "VERSION", "run", "scrub_text"]
@@ -42,8 +43,7 @@ class Config:
     phone_regions: list[str] = field(default_factory=lambda: ["US", "GB"])
     drop_only_pii: bool = True  # a document that is nothing but PII (an address list) is dropped
     skip_sources: list[str] = field(default_factory=list)  # fnmatch globs left untouched
-    workers: int = 1
-
+    workers: int = unkeyed(1)
     def __post_init__(self):
         unknown = sorted(set(self.types) - set(KINDS))
         if unknown:
@@ -59,7 +59,6 @@ class Config:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     log.info("scrub config: %s", dataclasses.asdict(cfg))
-    (upstream,) = inputs.values()
-    stats = map_shards(partial(scrub_shard, cfg), upstream, out, cfg.workers, desc="scrub")
+    stats = map_shards(partial(scrub_shard, cfg), inputs["docs"], out, cfg.workers, desc="scrub")
     log.info("scrub: %d of %d documents held PII: %s", stats["docs_with_pii"], stats["docs_in"], stats["pii"])
     return stats

@@ -19,12 +19,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.core import chat, docs
-from pipeline.stage import STAGES, StageError
+from pipeline.core.errors import StageError
+from pipeline.core.step import Input, unkeyed
 from pipeline.tokenize import bpe, encode
 
-# Tokenize reads the curated text: scrub's output, or, while the data stages are still being
-# registered, the last of them that is (so the DAG works at every step of that integration).
-INPUTS: list[str] = [next(s for s in ("scrub", "dedup", "filter", "collect") if s in STAGES)]
+INPUTS = {"docs": Input("curated document shards: the tokenizer's training text, and what is encoded")}
 VERSION = "1"
 
 
@@ -52,8 +51,8 @@ class Config:
     # bits-per-byte; at least min_val_docs documents so tiny corpora still get one.
     val_fraction: float = 0.01
     min_val_docs: int = 2
-    workers: int = 2  # encoding processes (not in the key)
-    sample_size: int = 400  # characters of the tokenized sample shown in the report (not in the key)
+    workers: int = unkeyed(2)  # encoding processes
+    sample_size: int = unkeyed(400)  # characters of the tokenized sample shown in the report
 
 
 def special_tokens(cfg: Config) -> list[str]:
@@ -109,7 +108,7 @@ def _sample(tok, n_chars: int, text: str) -> dict:
 
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     _check(cfg)
-    (source,) = inputs.values()
+    source = inputs["docs"]
     shards = docs.shard_paths(source)
     if not shards:
         raise StageError(f"tokenize: no document shards ({docs.SHARD_GLOB}) in {source}")

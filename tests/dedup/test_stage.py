@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import dedup
 from pipeline.core.docs import doc, iter_docs
-from pipeline.runner import step_dirs
+from pipeline.core.plan import step_dir
 from pipeline.core.errors import StageError
 from pipeline.stage import execute
 from tests.dedup.conftest import paragraph, write_corpus
@@ -20,7 +20,7 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 def run_dedup(src, out, **overrides):
     subtree = {**dataclasses.asdict(dedup.Config()), **overrides}
-    return execute("dedup", subtree, {"filter": src}, out)
+    return execute("dedup", subtree, {"docs": src}, out)
 
 
 def dropped_rows(out):
@@ -96,16 +96,16 @@ def test_bad_input_is_accounted_and_never_crashes(tmp_path):
     assert {"huge", "japanese", "greek", "normal", "junk"} <= {r["id"] for r in iter_docs(tmp_path / "out")}
 
 
-def test_split_steps_give_the_same_result_as_one_process(planted, tmp_path):
+def test_split_parts_give_the_same_result_as_one_process(planted, tmp_path):
     src, _ = planted
     cfg = dedup.Config()
-    dirs = step_dirs(tmp_path / "results", "dedup", "k" * 12, dedup.STEPS)
+    dirs = {part: step_dir(tmp_path / "results", "dedup", "k" * 12, part) for part in dedup.PARTS}
     shards = sorted(p.name for p in src.glob("shard-*.parquet"))
     for name in shards:  # one call per shard, as Snakemake's per-shard jobs
-        dedup.STEPS["signatures"](cfg, {"filter": src}, dirs, [name], None)
+        dedup.PARTS["signatures"](cfg, {"docs": src}, dirs, [name], None)
     for step in ("buckets", "clusters"):
-        dedup.STEPS[step](cfg, {"filter": src}, dirs, [], __import__("logging").getLogger("t"))
-    split = execute("dedup", dataclasses.asdict(cfg), {"filter": src, "dedup_clusters": dirs["clusters"]},
+        dedup.PARTS[step](cfg, {"docs": src}, dirs, [], __import__("logging").getLogger("t"))
+    split = execute("dedup", dataclasses.asdict(cfg), {"docs": src, "clusters": dirs["clusters"]},
                     tmp_path / "split")
     whole = run_dedup(src, tmp_path / "whole")
     for k in ("docs_kept", "dropped", "clusters", "docs_in_clusters"):

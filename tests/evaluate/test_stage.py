@@ -36,7 +36,7 @@ def stage_inputs(tmp_path, tiny_model, mc_rows):
     train = [f"Some training text {i}. {canary}." for i in range(2)] + [
         "Question: Which is best for the roof? Answer: the quick fox jumps over the lazy dog"]
     val = ["It was the best of times, it was the worst of times.", "The quick brown fox."]
-    return {"pretrain": pretrain, "tokenize": _tokenize_dir(tmp_path / "tok", tiny_model, train, val)}, cfg
+    return {"model": pretrain, "tokens": _tokenize_dir(tmp_path / "tok", tiny_model, train, val)}, cfg
 
 
 def test_stage_scores_tasks_heldout_contamination_and_canaries(tmp_path, stage_inputs, mc_task, rolling_task):
@@ -67,8 +67,9 @@ def test_stage_scores_tasks_heldout_contamination_and_canaries(tmp_path, stage_i
         d = results / "evaluate" / key
         shutil.copytree(out, d)
         (d / "stats.json").write_text(json.dumps(stats))
-    points = [{"name": "a", "overrides": ["x=1"], "keys": {"evaluate": "aaaaaaaaaaaa"}},
-              {"name": "b", "overrides": ["x=2"], "keys": {"evaluate": "bbbbbbbbbbbb"}}]
+    entry = {"stage": "evaluate", "inputs": {"model": "pretrain"}}
+    points = [{"name": "a", "overrides": ["x=1"], "steps": {"evaluate": {**entry, "key": "aaaaaaaaaaaa"}}},
+              {"name": "b", "overrides": ["x=2"], "steps": {"evaluate": {**entry, "key": "bbbbbbbbbbbb"}}}]
     ctx = Context(points=points, results=results, out=tmp_path / "report", cfg=None)
     blocks = evaluation.render(ctx) + eval_contamination.render(ctx) + eval_canaries.render(ctx) + sweep_comparison.render(ctx)
     md = render_markdown("t", blocks)
@@ -83,4 +84,4 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(StageError, match="no model found"):
-        stage.run(stage.Config(tasks=[]), {"pretrain": tmp_path / "empty"}, tmp_path, logging.getLogger("t"))
+        stage.run(stage.Config(tasks=[]), {"model": tmp_path / "empty"}, tmp_path, logging.getLogger("t"))

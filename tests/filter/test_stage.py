@@ -35,7 +35,7 @@ def test_stage_accounts_for_every_document_and_names_reasons(tmp_path):
             row(5, "这是一个中文句子，用来测试语言过滤。" * 20), row(6, CODE, "code/python"), row(7, PROSE, "code/python"),
             row(8, (PROSE + "\n") * 23_000)]  # a 10 MB document
     inp = make_input(tmp_path / "in", rows)
-    stats = execute("filter", {"workers": 1}, {"collect": inp}, tmp_path / "out")
+    stats = execute("filter", {"workers": 1}, {"docs": inp}, tmp_path / "out")
     assert stats["docs_in"] == 9 and stats["docs_kept"] + sum(stats["dropped"].values()) == 9
     kept = {r["id"]: r for r in iter_docs(tmp_path / "out")}
     assert set(kept) == {"d0", "d6", "d7"}  # code is exempt from the prose rules by default
@@ -74,7 +74,7 @@ def test_toxicity_classifier_when_enabled(tmp_path):
            "gopher_quality": {"enabled": False}, "gopher_repetition": {"enabled": False},
            "c4": {"enabled": False}, "fineweb": {"enabled": False}}
     rows = [row(0, "You are a stupid fucking idiot and I hate you, shut the fuck up."), row(1, PROSE)]
-    stats = execute("filter", cfg, {"collect": make_input(tmp_path / "in", rows)}, tmp_path / "out")
+    stats = execute("filter", cfg, {"docs": make_input(tmp_path / "in", rows)}, tmp_path / "out")
     assert stats["dropped"] == {"toxicity.threshold": 1}
     (kept,) = iter_docs(tmp_path / "out")
     assert kept["id"] == "d1" and json.loads(kept["meta"])["toxicity"] < 0.5
@@ -94,7 +94,7 @@ def test_a_failing_shard_names_itself(tmp_path, monkeypatch):
 
     monkeypatch.setattr(apply.gopher, "check_quality", boom)
     with pytest.raises(RuntimeError, match=r"shard .*shard-00000.parquet failed: ValueError: broken rule"):
-        execute("filter", {}, {"collect": inp}, tmp_path / "out")
+        execute("filter", {}, {"docs": inp}, tmp_path / "out")
 
 
 @pytest.mark.slow  # two CLI runs, each composing the config and reading the file with collect

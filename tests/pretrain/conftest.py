@@ -33,5 +33,5 @@ def token_dir(tmp_path_factory) -> Path:
     write_table(collect / "shard-00000.parquet", rows)
     (collect / "stats.json").write_text("{}")  # marks it complete, as a finished stage
     execute("tokenize", {"vocab_size": 320, "n_sentinels": 4, "workers": 1, "val_fraction": 0.1},
-            {"collect": collect}, root / "tokenize")
+            {"docs": collect}, root / "tokenize")
     return root / "tokenize"

@@ -13,7 +13,7 @@ def test_training_section_shows_bpb_beside_unigram_curves_and_samples(tmp_path):
     (d / "stats.json").write_text(json.dumps(stats))
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
         {"step": 10, "loss": 3.0}, {"step": 10, "val_loss": 3.1}, {"step": 20, "loss": 2.5}]))
-    ctx = Context(points=[{"name": "default", "overrides": [], "keys": {"pretrain": d.name}}],
+    ctx = Context(points=[{"name": "default", "overrides": [], "steps": {"pretrain": {"stage": "pretrain", "key": d.name, "inputs": {}}}}],
                   results=tmp_path, out=tmp_path / "report", cfg=None)
     blocks = training.render(ctx)
     table = next(b for b in blocks if isinstance(b, Table))
@@ -24,6 +24,6 @@ def test_training_section_shows_bpb_beside_unigram_curves_and_samples(tmp_path):
 
 
 def test_no_section_before_pretraining_ran(tmp_path):
-    ctx = Context(points=[{"name": "p", "overrides": [], "keys": {"pretrain": "000000000000"}}],
+    ctx = Context(points=[{"name": "p", "overrides": [], "steps": {"pretrain": {"stage": "pretrain", "key": "000000000000", "inputs": {}}}}],
                   results=tmp_path, out=tmp_path, cfg=None)
     assert training.render(ctx) == []

@@ -10,7 +10,7 @@ from pipeline.config import compose
 from pipeline.core.train import metrics
 from pipeline.core.train.checkpoint import load_weights
 from pipeline.core.errors import StageError
-from pipeline.stage import plan_keys
+from pipeline.core.dag import build_steps
 from tests.pretrain.helpers import pretrain_subtree, run_pretrain
 
 
@@ -63,6 +63,10 @@ def test_hf_export_loads_in_transformers_with_the_same_logits(trained):
     x = torch.randint(0, 320, (1, 16))
     with torch.no_grad():
         assert torch.allclose(ours(x)[0], theirs(x).logits, atol=1e-4)
+
+
+def plan_keys(cfg) -> dict[str, str]:
+    return {s.name: s.key for s in build_steps(cfg)}
 
 
 def test_key_follows_training_knobs_but_not_bookkeeping():

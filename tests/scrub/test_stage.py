@@ -32,7 +32,7 @@ def test_stage_counts_types_and_accounts_for_bad_input(tmp_path):
         doc("h", (PROSE + "Server 8.8.4.4 answered. ") * 80_000, "web/x"),  # ~9 MB
         doc("i", "password=hunter22 in the code", "code/x"),
     ]
-    stats = execute("scrub", {"skip_sources": ["code/*"]}, {"dedup": make_input(tmp_path / "in", rows)}, tmp_path / "out")
+    stats = execute("scrub", {"skip_sources": ["code/*"]}, {"docs": make_input(tmp_path / "in", rows)}, tmp_path / "out")
     assert stats["docs_in"] == 9 and stats["docs_kept"] + sum(stats["dropped"].values()) == 9
     assert stats["dropped"] == {"empty": 2, "only_pii": 1}
     assert stats["pii"] == {"email": 3, "phone": 2, "ip_address": 80_001, "credit_card": 1}

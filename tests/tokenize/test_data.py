@@ -17,12 +17,12 @@ SMALL = {"vocab_size": 350, "n_sentinels": 2, "val_fraction": 0.2, "workers": 1}
 @pytest.fixture(scope="module")
 def tokenized(tmp_path_factory):
     from pipeline.stage import execute
-    from pipeline.tokenize import INPUTS, Config
+    from pipeline.tokenize import Config
     from tests.tokenize.synthetic import make_corpus
 
     root = tmp_path_factory.mktemp("tok")
     make_corpus(root / "collect", n_docs=40)
-    execute("tokenize", dataclasses.asdict(Config(**SMALL)), {INPUTS[0]: root / "collect"}, root / "tok")
+    execute("tokenize", dataclasses.asdict(Config(**SMALL)), {"docs": root / "collect"}, root / "tok")
     return root / "tok"
 
 

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 from pipeline.core.errors import StageError
 
 from pipeline.stage import execute
-from pipeline.tokenize import INPUTS, Config, encode
+from pipeline.tokenize import Config, encode
 from tests.tokenize.synthetic import make_corpus
 
 SMALL = {"vocab_size": 400, "n_sentinels": 4, "val_fraction": 0.1, "workers": 1}
@@ -17,7 +17,7 @@ SMALL = {"vocab_size": 400, "n_sentinels": 4, "val_fraction": 0.1, "workers": 1}
 
 def run_stage(inputs_dir, out, **overrides):
     subtree = dataclasses.asdict(Config(**{**SMALL, **overrides}))
-    stats = execute("tokenize", subtree, {INPUTS[0]: inputs_dir}, out)
+    stats = execute("tokenize", subtree, {"docs": inputs_dir}, out)
     return stats, json.loads((out / "meta.json").read_text())
 
 

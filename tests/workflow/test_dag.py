@@ -1,4 +1,5 @@
-"""The DAG end to end on the tiny `ci` recipe, and what Snakemake would rerun after a change."""
+"""The DAG end to end on the tiny `ci` recipe, and what Snakemake says and reruns after a change:
+-n, -R, --until, --unlock, --rulegraph, --report, sweeps sharing steps, stale results."""
 import json
 import re
 import subprocess
@@ -8,14 +9,16 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import compose
-from pipeline.stage import STAGES, stage_module
+from pipeline.core.dag import build_steps
 from workflow.plan import build_plan, expand_grid
 
 REPO = Path(__file__).resolve().parents[2]
+CI = ["--config", "experiment=ci"]
 
 
-def snakemake(workdir, *args, check=True):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-c", "2", *args]
+def snakemake(workdir, *args, check=True, cores=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           *(["-c", "2"] if cores else []), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -32,51 +35,58 @@ def planned_jobs(workdir, *args) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
+def ci_steps(*overrides):
+    return build_steps(compose(["experiment=ci", *overrides]))
+
+
 def stage_of(rule: str) -> str:
-    """A split stage's step rules are named <stage>_<step> (dedup_signatures ...)."""
-    head = rule.rsplit("_", 1)[0]
-    return head if rule not in STAGES and head in STAGES else rule
+    """dedup's scatter/gather rules are dedup_<part>; every other rule is named after its stage."""
+    return "dedup" if rule.startswith("dedup_") else rule
 
 
 def downstream_of(stage: str) -> set[str]:
-    """The stage and every stage that reads it, directly or not."""
-    found = {stage}
-    for name in STAGES:
-        if any(up in found for up in stage_module(name).INPUTS):
-            found.add(name)
-    return found
+    """The stages of the steps that read ``stage``'s steps, directly or not, and ``stage``."""
+    found = set()
+    for s in ci_steps():
+        if s.stage == stage or any(i.name in found for i in s.inputs.values()):
+            found.add(s.name)
+    return {s.stage for s in ci_steps() if s.name in found}
 
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("dag")
-    snakemake(work, "--config", "experiment=ci")
+    snakemake(work, *CI)
     return work
 
 
 @pytest.mark.slow
-def test_ci_pipeline_runs_every_stage_and_the_report(ci_run):
+def test_ci_pipeline_runs_every_step_and_the_report(ci_run):
     (manifest,) = (ci_run / "results/.plan").glob("points-*.json")
-    (point,) = json.loads(manifest.read_text())
-    for stage, key in point["keys"].items():
-        d = ci_run / "results" / stage / key
-        assert {"config.yaml", "stats.json", "log.txt"} <= {p.name for p in d.iterdir()}, stage
+    (point,) = json.loads(manifest.read_text())["points"]
+    for name, entry in point["steps"].items():
+        d = ci_run / "results" / name / entry["key"]
+        assert {"config.yaml", "stats.json", "log.txt"} <= {p.name for p in d.iterdir()}, name
         stats = json.loads((d / "stats.json").read_text())
+        assert stats["step"] == name and stats["key"] == entry["key"] and stats["source"]
         if "docs_in" in stats:
-            assert stats["docs_in"] == stats["docs_kept"] + sum(stats["dropped"].values()), stage
+            assert stats["docs_in"] == stats["docs_kept"] + sum(stats["dropped"].values()), name
+        # the job ran from its plan file, and Snakemake's log: file holds the step's log
+        assert (ci_run / "results/.plan" / name / f"{entry['key']}.json").is_file(), name
+        assert "done in" in (ci_run / "results/.logs" / name / f"{entry['key']}.log").read_text(), name
     html = (ci_run / "results/report/index.html").read_text()
-    assert "Data funnel" in html and "data:image/png;base64," in html
+    assert "Data funnel" in html and "data:image/png;base64," in html and "Run overview" in html
     assert "books/shakespeare" in (ci_run / "results/report/report.md").read_text()
-    assert not list((ci_run / "results").glob("*/.tmp-*")), "a temporary stage dir was left behind"
+    assert not list((ci_run / "results").glob("*/.tmp-*")), "a temporary step dir was left behind"
 
 
 @pytest.mark.slow
 def test_finished_dag_has_nothing_to_do(ci_run):
-    assert planned_jobs(ci_run, "--config", "experiment=ci") == {}
+    assert planned_jobs(ci_run, *CI) == {}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [s for s in STAGES if s != "collect"][-1:] + ["collect"])
+@pytest.mark.parametrize("stage", ["evaluate", "collect"])
 def test_changing_one_stage_reruns_it_and_downstream_only(ci_run, stage):
     field, value = _an_int_field(stage)
     jobs = planned_jobs(ci_run, "--config", "experiment=ci", f"overrides={stage}.{field}={value + 1}")
@@ -86,35 +96,63 @@ def test_changing_one_stage_reruns_it_and_downstream_only(ci_run, stage):
 
 @pytest.mark.slow
 def test_rerun_a_stage_with_R(ci_run):
-    jobs = planned_jobs(ci_run, "--config", "experiment=ci", "-R", "collect")
-    assert {stage_of(r) for r in jobs} == set(STAGES) | {"report", "all"}
+    jobs = planned_jobs(ci_run, *CI, "-R", "collect")
+    assert {stage_of(r) for r in jobs} == {s.stage for s in ci_steps()} | {"report", "all"}
 
 
 @pytest.mark.slow
 def test_until_stops_after_the_stage(ci_run):
-    jobs = planned_jobs(ci_run, "--config", "experiment=ci", "-R", "collect", "--until", "collect")
+    jobs = planned_jobs(ci_run, *CI, "-R", "collect", "--until", "collect")
     assert set(jobs) == {"collect"}
+
+
+@pytest.mark.slow
+def test_snakemake_commands_users_type(ci_run, tmp_path):
+    assert "Unlock" in (snakemake(ci_run, "--unlock", *CI, cores=False).stdout
+                        + snakemake(ci_run, "--unlock", *CI, cores=False).stderr)
+    graph = snakemake(ci_run, "--rulegraph", "mermaid-js", *CI, cores=False).stdout
+    assert all(s.stage in graph for s in ci_steps()) and "report" in graph
+    snakemake(ci_run, "--report", str(tmp_path / "snakemake-report.html"), *CI, cores=False)
+    assert (tmp_path / "snakemake-report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_result_made_by_other_code_is_pointed_out_not_recomputed(ci_run):
+    step = next(s for s in ci_steps() if s.stage == "filter")
+    stats_path = ci_run / "results" / step.name / step.key / "stats.json"
+    original = stats_path.read_text()
+    stats = json.loads(original)
+    stats["source"]["pipeline/filter/gopher.py"] = "0" * 16  # as if gopher.py changed since
+    stats_path.write_text(json.dumps(stats))
+    try:
+        proc = snakemake(ci_run, "-n", *CI)
+        assert f"stale: results/{step.name}/{step.key}" in proc.stderr and "pipeline/filter" in proc.stderr
+        assert "Nothing to be done" in proc.stdout
+        status = subprocess.run([sys.executable, "-m", "pipeline", "status", "experiment=ci"], cwd=ci_run,
+                                capture_output=True, text=True, check=True).stdout
+        assert re.search(rf"^filter\s+{step.key}\s+filter\(docs=collect\)\s+stale: pipeline/filter", status, re.M)
+        assert re.search(r"^pretrain\s+\w+\s+pretrain\(tokens=tokenize\)\s+done$", status, re.M)
+    finally:
+        stats_path.write_text(original)
 
 
 def _an_int_field(stage):
     cfg = compose(["experiment=ci"])[stage]
     for k, v in cfg.items():
-        if isinstance(v, int) and not isinstance(v, bool) and k not in ("workers", "sample_size"):
+        if isinstance(v, int) and not isinstance(v, bool) and k not in ("workers", "sample_size", "threads"):
             return k, v
     raise AssertionError(f"{stage} has no int field to vary")
 
 
-def test_sweep_expands_the_grid_and_shares_unchanged_stages():
-    last = list(STAGES)[-1]
-    field, value = _an_int_field(last)
-    grid = f"{last}.{field}={value},{value + 1}"
-    assert expand_grid([grid, "seed=1"]) == [[f"{last}.{field}={value}", "seed=1"],
-                                             [f"{last}.{field}={value + 1}", "seed=1"]]
+def test_sweep_expands_the_grid_and_shares_unchanged_steps():
+    field, value = _an_int_field("evaluate")
+    grid = f"evaluate.{field}={value},{value + 1}"
+    assert expand_grid([grid, "seed=1"]) == [[f"evaluate.{field}={value}", "seed=1"],
+                                             [f"evaluate.{field}={value + 1}", "seed=1"]]
     points = build_plan({"experiment": "ci", "sweep": grid})
     assert len(points) == 2
-    for stage in STAGES:
-        keys = {p.keys[stage] for p in points}
-        assert len(keys) == (2 if stage in downstream_of(last) else 1), stage
+    for a, b in zip(*(p.steps for p in points)):
+        assert (a.key == b.key) == (a.stage != "evaluate"), a.name
 
 
 def test_sweep_file(tmp_path):
@@ -123,7 +161,7 @@ def test_sweep_file(tmp_path):
     points = build_plan({"sweep": str(spec)})
     assert [p.name for p in points] == [f"collect.max_docs_per_source={n}" for n in (3, 4, 5)]
     assert all("experiment=ci" in p.overrides and "seed=7" in p.overrides for p in points)
-    assert len({p.keys["collect"] for p in points}) == 3
+    assert len({p.steps[0].key for p in points}) == 3
 
 
 def test_sweep_file_with_unknown_key_is_an_error(tmp_path):
@@ -136,7 +174,7 @@ def test_sweep_file_with_unknown_key_is_an_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_dry_run_reuses_every_stage_it_does_not_change(ci_run):
+def test_sweep_dry_run_reuses_every_step_it_does_not_change(ci_run):
     lr = compose(["experiment=ci"]).train.lr
     jobs = planned_jobs(ci_run, "--config", "experiment=ci", f"sweep=train.lr={lr},{lr / 2}")
     # Only the new point's training and evaluation run; everything upstream is shared.

@@ -1,41 +1,68 @@
-# Planning and input functions shared by every rule file.
+# Planning: every sweep point composed once, its steps built, one plan file per step.
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from pipeline.stage import STAGES, stage_module
-from workflow.plan import build_plan, results_dir, write_plan
+from pipeline.core.plan import log_file, plan_file, step_dir
+from pipeline.core.publish import is_complete
+from pipeline.core.source import stale_parts
+from workflow.plan import build_plan, results_dir, unique_steps, write_all
 
 RESULTS = results_dir(config)
 POINTS = build_plan(config)
-MANIFEST = write_plan(POINTS, RESULTS)
+STEPS = unique_steps(POINTS)  # (step name, key) -> Step
+MANIFEST = write_all(POINTS, config)
 REPORT = [f"{RESULTS}/report/index.html", f"{RESULTS}/report/report.md"]
+PYTHON = sys.executable
 
-# Keys are short hex digests; this keeps temp dirs (".tmp-...") out of the wildcard.
+# Step names by stage: each stage is one rule, whose `step` wildcard is one of its steps.
+STAGE_STEPS = {}
+for _name, _key in STEPS:
+    STAGE_STEPS.setdefault(STEPS[(_name, _key)].stage, set()).add(_name)
+
 wildcard_constraints:
     key="[0-9a-f]{12}",
 
-# The shell command of every stage rule: only the rule name and the key reach the shell
-# (no params), so editing one stage's config never reruns an unrelated stage.
-STAGE_CMD = f"{sys.executable} -m pipeline {{rule}} --planned {{wildcards.key}} {RESULTS}"
+
+def steps_of(stage):
+    """A regex matching exactly the step names of a stage (a rule's `step` wildcard)."""
+    return "|".join(sorted(STAGE_STEPS.get(stage, ()), key=len, reverse=True)) or "(?!)"
 
 
-def stage_path(stage):
-    return f"{RESULTS}/{stage}/{{key}}"
+def planned(wildcards):
+    try:
+        return STEPS[(wildcards.step, wildcards.key)]
+    except KeyError:
+        raise ValueError(f"no planned step {wildcards.step} with key {wildcards.key}") from None
 
 
-def upstream(stage):
-    """Input function: the upstream stage directories of the point that owns this key."""
-
-    def inputs(wildcards):
-        for p in POINTS:
-            if p.keys[stage] == wildcards.key:
-                return [f"{RESULTS}/{up}/{p.keys[up]}" for up in stage_module(stage).INPUTS]
-        raise ValueError(f"no point of the plan has {stage} key {wildcards.key}")
-
-    return inputs
+def plan_input(wildcards):
+    return str(plan_file(RESULTS, wildcards.step, wildcards.key))
 
 
-def final_outputs():
-    """Every stage directory of every point: the report reads them all."""
-    return sorted({f"{RESULTS}/{s}/{p.keys[s]}" for p in POINTS for s in STAGES})
+def input_dirs(wildcards):
+    return [str(step_dir(RESULTS, s.name, s.key)) for s in planned(wildcards).inputs.values()]
+
+
+def job_threads(wildcards):
+    """Snakemake scales this down to --cores; stages say what they can use (resources(cfg))."""
+    return job_resources(wildcards).get("threads", 1)
+
+
+def job_resources(wildcards):
+    s = planned(wildcards)
+    declare = getattr(s.module, "resources", None)
+    return declare(s.typed) if declare else {"threads": getattr(s.typed, "workers", 1)}
+
+
+def step_outputs():
+    """Every step directory of every point: the report reads them all."""
+    return sorted(str(step_dir(RESULTS, name, key)) for name, key in STEPS)
+
+
+# Results made by code that changed since: pointed out, never recomputed by themselves.
+for (_name, _key), _step in STEPS.items():
+    _changed = stale_parts(step_dir(RESULTS, _name, _key), _step.stage)
+    if _changed:
+        print(f"lmdag: stale: {step_dir(RESULTS, _name, _key)} was made before {', '.join(_changed)} "
+              f"changed; rerun it with -R {_step.stage}", file=sys.stderr)

@@ -1,11 +1,13 @@
-# The report card: one page over every stage of every sweep point.
+# The report card: one page over every step of every sweep point.
 
 
 rule report:
     input:
-        final_outputs(),
+        step_outputs(),
         manifest=MANIFEST,
     output:
         REPORT,
+    log:
+        f"{RESULTS}/.logs/report.log",
     shell:
-        f"{sys.executable} -m pipeline report --manifest {{input.manifest}} --out {RESULTS}/report"
+        f"{PYTHON} -m pipeline report --manifest {{input.manifest}} --out {RESULTS}/report > {{log}} 2>&1"

@@ -3,13 +3,14 @@
 Defaults follow nanoGPT / GPT-3 / Llama practice for small models: AdamW (0.9, 0.95) with
 decoupled weight decay 0.1 on matrices only, linear warmup then cosine decay to 10% of the
 peak learning rate, gradient clipping at 1.0. The knobs that do not change what is learned
-(threads, logging, checkpoint cadence, launcher) are in ``pipeline.stage.NOT_IN_KEY``.
+(threads, logging, checkpoint cadence, launcher) are ``unkeyed``: outside the step key.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pipeline.core.errors import StageError
+from pipeline.core.step import unkeyed
 
 SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -51,18 +52,18 @@ class Config:
     nnodes: int = 1  # >1: run the same command on every node (e.g. under srun), see rdzv_endpoint
     strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard per block)
     fsdp_cpu_offload: bool = False  # FSDP: keep parameters, gradients and optimizer state on the CPU
-    rdzv_endpoint: str = ""  # multi-node: host:port of the rendezvous (torchrun --rdzv-endpoint)
-    launcher: str = ""  # a prefix for the torchrun command, e.g. "srun --ntasks-per-node=1"
-    threads: int = 0  # torch threads per process; 0 = cores / processes
+    rdzv_endpoint: str = unkeyed("")  # multi-node: host:port of the rendezvous (torchrun --rdzv-endpoint)
+    launcher: str = unkeyed("")  # a prefix for the torchrun command, e.g. "srun --ntasks-per-node=1"
+    threads: int = unkeyed(0)  # torch threads per process; 0 = cores / processes
     # -- evaluation, checkpoints, logs --------------------------------------------------------
     eval_every: int = 100  # steps between validation losses
     eval_batches: int = 8  # global batches per periodic validation (the final one: final_eval_windows)
-    checkpoint_every: int = 100  # steps between resumable checkpoints (and one at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept while training
-    log_every: int = 10  # steps between metrics.jsonl lines
-    progress: bool = True  # tqdm bar (hidden when stderr is not a terminal, tqdm's disable=None)
-    tensorboard: bool = False  # also write TensorBoard scalars (needs the tensorboard package)
-    peak_tflops: float = 0.0  # for MFU; 0 = a table of GPUs, or a measured matmul peak on CPU
+    checkpoint_every: int = unkeyed(100)  # steps between resumable checkpoints (and one at the end)
+    keep_checkpoints: int = unkeyed(2)  # newest checkpoints kept while training
+    log_every: int = unkeyed(10)  # steps between metrics.jsonl lines
+    progress: bool = unkeyed(True)  # tqdm bar (hidden when stderr is not a terminal, tqdm's disable=None)
+    tensorboard: bool = unkeyed(False)  # also write TensorBoard scalars (needs the tensorboard package)
+    peak_tflops: float = unkeyed(0.0)  # for MFU; 0 = a table of GPUs, or a measured matmul peak on CPU
 
     @property
     def world_size(self) -> int:

@@ -30,11 +30,11 @@ def _example(cluster: dict) -> str:
 
 def render(ctx):
     blocks = []
-    for point, d in ctx.stage_dirs("dedup"):
+    for label, d in ctx.stage_dirs("dedup"):
         s = ctx.stats(d)
         lsh, buckets = s.get("lsh", {}), s.get("buckets", {})
         dropped = s.get("dropped", {})
-        blocks.append(Heading(f"Dedup (dedup {d.name}, point {point})"))
+        blocks.append(Heading(f"Dedup ({label}, key {d.name})"))
         blocks.append(Para(
             f"Exact duplicates (equal normalized text), then MinHash LSH over word {lsh.get('ngram')}-grams: "
             f"{lsh.get('bands')} bands x {lsh.get('rows')} rows of {lsh.get('num_perm')} permutations "

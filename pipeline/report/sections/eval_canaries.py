@@ -4,7 +4,7 @@ from pipeline.report.blocks import Heading, Para, Table
 
 def render(ctx):
     blocks = []
-    for point, d in ctx.stage_dirs("evaluate"):
+    for label, d in ctx.stage_dirs("evaluate"):
         c = ctx.stats(d).get("canaries")
         if not c:
             continue
@@ -19,7 +19,7 @@ def render(ctx):
             where = (f"The canaries occur {sum(counts)} times in the tokenized training data (scrubbing off or "
                      f"not catching them): the exposure below measures what the model memorised.")
         cap = rows[0]["max_exposure"] if rows else 0
-        blocks.append(Heading(f"Canary exposure (evaluate {d.name}, point {point})"))
+        blocks.append(Heading(f"Canary exposure ({label}, key {d.name})"))
         blocks.append(Para(
             f"Each canary is ranked by log-likelihood among {c['config']['candidates']} random fillings of its "
             f"format; exposure = log2((candidates + 1) / rank), at most {cap:.2f} bits. A secret the model never "

@@ -4,12 +4,12 @@ from pipeline.report.blocks import Heading, Para, Table
 
 def render(ctx):
     blocks = []
-    for point, d in ctx.stage_dirs("evaluate"):
+    for label, d in ctx.stage_dirs("evaluate"):
         c = ctx.stats(d).get("contamination")
         if not c:
             continue
         n = next(iter(c.values()))["n"] if c else 13
-        blocks.append(Heading(f"Contamination (evaluate {d.name}, point {point})"))
+        blocks.append(Heading(f"Contamination ({label}, key {d.name})"))
         blocks.append(Para(
             f"An eval example is dirty when any of its {n}-word n-grams (lower-cased words; examples shorter "
             f"than {n} words as one n-gram of all their words, when at least 8) occurs in the "

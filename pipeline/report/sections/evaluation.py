@@ -49,9 +49,9 @@ def _fmt(value, stderr) -> str:
 
 def render(ctx):
     blocks = []
-    for point, d in ctx.stage_dirs("evaluate"):
+    for label, d in ctx.stage_dirs("evaluate"):
         s = ctx.stats(d)
-        blocks.append(Heading(f"Evaluation (evaluate {d.name}, point {point})"))
+        blocks.append(Heading(f"Evaluation ({label}, key {d.name})"))
         blocks.append(Para(f"Model {s.get('model', '?')}, loaded as {s.get('model_source', '?')}, context "
                            f"{s.get('max_length', '?')} tokens. {METRIC_NOTES}"))
         rows = []

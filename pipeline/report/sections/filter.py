@@ -39,7 +39,7 @@ def _chart(s: dict):
 
 def render(ctx):
     blocks = []
-    for point, d in ctx.stage_dirs("filter"):
+    for label, d in ctx.stage_dirs("filter"):
         s = ctx.stats(d)
         if "source_docs_in" not in s:
             continue
@@ -49,7 +49,7 @@ def render(ctx):
                 for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1])]
         c4_bytes = s["bytes_in"] - s["bytes_kept"] - sum(bytes_dropped.values())
         blocks += [
-            Heading(f"Filter (filter {d.name}, point {point})"),
+            Heading(f"Filter ({label}, key {d.name})"),
             Para(f"{s['docs_kept']:,} of {n_in:,} documents kept ({100 * s['docs_kept'] / max(n_in, 1):.1f}%), "
                  f"{s['bytes_kept'] / 1e6:.2f} of {s['bytes_in'] / 1e6:.2f} MB. Each dropped document is counted "
                  f"under the first rule it failed (<group>.<config key>). C4's line rules removed "

@@ -29,7 +29,7 @@ def _snippets(d, limit: int) -> list[str]:
 
 def render(ctx):
     blocks = []
-    for point, d in ctx.stage_dirs("scrub"):
+    for label, d in ctx.stage_dirs("scrub"):
         s = ctx.stats(d)
         if "pii" not in s:
             continue
@@ -40,7 +40,7 @@ def render(ctx):
             by_source[src][kind] = v
         kinds = sorted(pii, key=lambda k: -pii[k])
         blocks += [
-            Heading(f"Personal data (scrub {d.name}, point {point})"),
+            Heading(f"Personal data ({label}, key {d.name})"),
             Para(f"{s.get('docs_with_pii', 0):,} of {s['docs_in']:,} documents held personal data; "
                  f"{sum(pii.values()):,} spans were replaced. Each type has a validator (phonenumbers, Luhn, "
                  f"mod-97, public IP ranges, SSN ranges, secret formats): see pipeline/scrub/detect.py. "

@@ -23,9 +23,9 @@ def _chart(sources: dict):
 
 def render(ctx):
     blocks = []
-    for i, (point, d) in enumerate(ctx.stage_dirs("collect")):
+    for i, (label, d) in enumerate(ctx.stage_dirs("collect")):
         sources = ctx.stats(d)["sources"]
-        blocks += [Heading(f"Sources (collect {d.name}, point {point})")]
+        blocks += [Heading(f"Sources ({label}, key {d.name})")]
         blocks.append(Table(["source", "documents", "MB", "dropped"],
                             [[n, s["documents"], round(s["bytes"] / 1e6, 3), s["dropped"]] for n, s in sources.items()]
                             + [["total", sum(s["documents"] for s in sources.values()),

@@ -11,9 +11,9 @@ def _pieces(sample: dict) -> str:
 
 def render(ctx):
     rows, samples = [], []
-    for point, d in ctx.stage_dirs("tokenize"):
+    for label, d in ctx.stage_dirs("tokenize"):
         meta = json.loads((d / "meta.json").read_text())
-        rows.append([d.name, point, meta["vocab_size"], meta["tokenizer_vocab_size"], meta["dtype"],
+        rows.append([d.name, label, meta["vocab_size"], meta["tokenizer_vocab_size"], meta["dtype"],
                      meta["train_tokens"], meta["val_tokens"], meta["val_text_bytes"],
                      meta["bytes_per_token_val"], meta["encode_mb_s"], meta["tokenizer_train_s"]])
         if meta.get("sample", {}).get("pieces"):
@@ -25,7 +25,7 @@ def render(ctx):
         Para("Byte-level BPE trained on the training split; every document is stored as [bos] text [eos]. "
              "Bytes per token is measured on the held-out validation text (higher = better compression); "
              "bits per byte of a model on that text is its loss in bits times tokens / bytes."),
-        Table(["key", "point", "vocab", "learned", "dtype", "train tokens", "val tokens", "val bytes",
+        Table(["key", "step", "vocab", "learned", "dtype", "train tokens", "val tokens", "val bytes",
                "bytes/token (val)", "encode MB/s", "BPE train s"], rows),
     ]
     for key, sample in samples:

@@ -37,24 +37,24 @@ def render(ctx):
     if not runs:
         return []
     rows, curves, blocks = [], [], [Heading("Pretraining")]
-    for point, d in runs:
+    for label, d in runs:
         s = ctx.stats(d)
-        rows.append([d.name, point, s["params"], s["steps"], s["tokens"], round(s["train_wall_s"], 1),
+        rows.append([d.name, label, s["params"], s["steps"], s["tokens"], round(s["train_wall_s"], 1),
                      round(s["tokens_per_s"]), f"{100 * (s.get('mfu') or 0):.1f}%", s.get("final_train_loss"),
                      s["val_loss"], s["val_bits_per_byte"], s["unigram_bits_per_byte"]])
-        curves.append((f"{d.name} ({point})" if len(runs) > 1 else d.name, _records(d)))
+        curves.append((f"{label} {d.name}" if len(runs) > 1 else d.name, _records(d)))
     blocks.append(Para(
         "Validation bits per byte = summed next-token loss / ln 2 / UTF-8 bytes of the scored text, on "
         "held-out documents. The unigram column is the same measure for token frequencies counted on the "
         "training tokens: the floor a model that learned anything must beat. MFU = FLOPs per token "
         "(6 N + attention) x tokens/s / peak (GPU spec sheet, or a measured matmul peak on CPU)."))
-    blocks.append(Table(["key", "point", "params", "steps", "tokens", "train s", "tokens/s", "MFU",
+    blocks.append(Table(["key", "step", "params", "steps", "tokens", "train s", "tokens/s", "MFU",
                          "final train loss", "val loss", "val bits/byte", "unigram bits/byte"], rows))
     blocks.append(figure(_chart(curves), "Training loss per step and validation loss (dots)",
                          "pretrain-loss.png"))
-    for point, d in runs:
+    for label, d in runs:
         samples = ctx.stats(d).get("samples") or []
         if samples:
-            blocks.append(Heading(f"Samples ({d.name}, point {point})", 3))
+            blocks.append(Heading(f"Samples ({label}, key {d.name})", 3))
             blocks.append(Pre("\n\n".join(samples)))
     return blocks
