@@ -3,6 +3,7 @@ scaling and bf16 autocast train to finite losses close to fp32's; WSD is a valid
 import math
 
 import pytest
+import torch
 
 from pipeline.core.train import metrics
 from tests.pretrain.helpers import run_pretrain
@@ -48,3 +49,12 @@ def test_wsd_schedule_holds_then_decays(token_dir, tmp_path):
                             "train.min_lr_ratio=0.0")
     lrs = [r["lr"] for r in records if "lr" in r]
     assert lrs == pytest.approx([3e-3, 3e-3, 1.5e-3, 0.0])
+
+
+def test_mfu_needs_a_stated_peak_on_cpu():
+    cpu = torch.device("cpu")
+    assert metrics.peak_flops(cpu, 0.0, 2) == (0.0, "CPU: no stated peak (set train.peak_tflops for MFU)")
+    assert metrics.mfu(1e6, 1000, 0.0) is None
+    peak, source = metrics.peak_flops(cpu, 0.5, 2)
+    assert peak == 5e11 and source == "train.peak_tflops (CPU, stated)"
+    assert metrics.mfu(1e6, 1000, peak) == 1e9 / 5e11

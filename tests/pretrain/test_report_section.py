@@ -23,6 +23,13 @@ def test_training_section_shows_bpb_beside_unigram_curves_and_samples(tmp_path):
     assert any(isinstance(b, Pre) and "The cat sat." in b.text for b in blocks)
 
 
+def test_mfu_is_shown_only_against_a_stated_peak():
+    assert training._mfu({"mfu": None, "peak_flops_source": "CPU: no stated peak (set train.peak_tflops for MFU)"}) \
+        == "n/a (CPU: no stated peak (set train.peak_tflops for MFU))"
+    assert training._mfu({"mfu": 0.25, "peak_flops_source": "train.peak_tflops (CPU, stated)"}) == "25.0% (CPU, stated peak)"
+    assert training._mfu({"mfu": 0.4, "peak_flops_source": "spec sheet (NVIDIA H100, dense bf16)"}) == "40.0%"
+
+
 def test_no_section_before_pretraining_ran(tmp_path):
     ctx = Context(points=[{"name": "p", "overrides": [], "steps": {"pretrain": {"stage": "pretrain", "key": "000000000000", "inputs": {}}}}],
                   results=tmp_path, out=tmp_path, cfg=None)

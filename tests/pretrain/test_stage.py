@@ -45,7 +45,8 @@ def test_learns_beyond_the_unigram_floor(trained):
     assert losses[-1] < losses[0] - 1.0
     assert stats["val_bits_per_byte"] < 0.8 * stats["unigram_bits_per_byte"]
     assert stats["tokens"] == 40 * 8 * 64 and stats["steps"] == 40
-    assert stats["tokens_per_s"] > 0 and 0 < stats["mfu"] < 1
+    # no MFU on CPU without a stated peak (a measured one made it exceed 100%)
+    assert stats["tokens_per_s"] > 0 and stats["mfu"] is None and "no stated peak" in stats["peak_flops_source"]
     assert len(stats["samples"]) == 5 and stats["samples"][0].startswith("The")
     assert (trained[0] / "samples.txt").read_text().count("--- sample") == 5
 

@@ -276,7 +276,8 @@ def fit(job: Job, tc, d, device, ckpt_dir: Path, log) -> dict | None:
                                    extras, now - t_start)
             if d.main:
                 mlog.write(record)
-            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{last_rate:,.0f}", mfu=f"{record['mfu']:.1%}")
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{last_rate:,.0f}",
+                            **({"mfu": f"{record['mfu']:.1%}"} if record["mfu"] is not None else {}))
         if job.validate is not None and (done % tc.eval_every == 0 or done == tc.steps):
             scores = job.validate(model)
             model.train()

@@ -15,8 +15,8 @@ GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12
 
 @lru_cache(maxsize=None)
 def measured_cpu_peak(threads: int, n: int = 1024, reps: int = 6) -> float:
-    """fp32 matmul FLOP/s on this CPU with ``threads`` threads: MFU's denominator on CPU,
-    where no spec sheet applies. The best of a few square matmuls, after a warm-up."""
+    """fp32 matmul FLOP/s on this CPU with ``threads`` threads, the best of a few square
+    matmuls after a warm-up: a benchmark's indicative CPU figure, never the stage's MFU."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -33,21 +33,24 @@ def measured_cpu_peak(threads: int, n: int = 1024, reps: int = 6) -> float:
 
 
 def peak_flops(device: torch.device, override_tflops: float, threads: int) -> tuple[float, str]:
-    """Peak FLOP/s of one device of the run and where the number comes from."""
+    """Peak FLOP/s of one device of the run and where the number comes from; 0 when no peak is
+    stated. MFU is only meaningful against a stated peak: a matmul timed at start-up on a busy
+    machine understates it (MFU above 100% was seen that way), so CPUs get none by default."""
     if override_tflops > 0:
-        return override_tflops * 1e12, "train.peak_tflops"
+        return override_tflops * 1e12, f"train.peak_tflops ({device.type.upper()}, stated)"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, flops in GPU_PEAK_FLOPS.items():
             if key in name:
                 return flops, f"spec sheet ({name}, dense bf16)"
         return 0.0, f"unknown GPU {name!r}: set train.peak_tflops for MFU"
-    return measured_cpu_peak(threads), f"measured fp32 matmul peak, {threads} threads"
+    return 0.0, "CPU: no stated peak (set train.peak_tflops for MFU)"
 
 
-def mfu(flops_per_token: float, tokens_per_s: float, peak_total: float) -> float:
-    """Model FLOPs utilisation (PaLM, appendix B): achieved model FLOP/s over the peak."""
-    return flops_per_token * tokens_per_s / peak_total if peak_total > 0 else 0.0
+def mfu(flops_per_token: float, tokens_per_s: float, peak_total: float) -> float | None:
+    """Model FLOPs utilisation (PaLM, appendix B): achieved model FLOP/s over the peak; None
+    without a stated peak."""
+    return flops_per_token * tokens_per_s / peak_total if peak_total > 0 else None
 
 
 class MetricsLog:

@@ -32,6 +32,13 @@ def _chart(runs):
     return fig
 
 
+def _mfu(stats: dict) -> str:
+    if stats.get("mfu") is None:
+        return f"n/a ({stats.get('peak_flops_source', 'no stated peak')})"
+    source = stats.get("peak_flops_source", "")
+    return f"{100 * stats['mfu']:.1f}%" + (" (CPU, stated peak)" if "CPU" in source else "")
+
+
 def render(ctx):
     runs = ctx.stage_dirs("pretrain")
     if not runs:
@@ -40,14 +47,15 @@ def render(ctx):
     for label, d in runs:
         s = ctx.stats(d)
         rows.append([d.name, label, s["params"], s["steps"], s["tokens"], round(s["train_wall_s"], 1),
-                     round(s["tokens_per_s"]), f"{100 * (s.get('mfu') or 0):.1f}%", s.get("final_train_loss"),
+                     round(s["tokens_per_s"]), _mfu(s), s.get("final_train_loss"),
                      s["val_loss"], s["val_bits_per_byte"], s["unigram_bits_per_byte"]])
         curves.append((f"{label} {d.name}" if len(runs) > 1 else d.name, _records(d)))
     blocks.append(Para(
         "Validation bits per byte = summed next-token loss / ln 2 / UTF-8 bytes of the scored text, on "
         "held-out documents. The unigram column is the same measure for token frequencies counted on the "
         "training tokens: the floor a model that learned anything must beat. MFU = FLOPs per token "
-        "(6 N + attention) x tokens/s / peak (GPU spec sheet, or a measured matmul peak on CPU)."))
+        "(6 N + attention) x tokens/s / peak, against a stated peak only (a GPU's spec sheet, or "
+        "train.peak_tflops); a CPU run without one shows n/a."))
     blocks.append(Table(["key", "step", "params", "steps", "tokens", "train s", "tokens/s", "MFU",
                          "final train loss", "val loss", "val bits/byte", "unigram bits/byte"], rows))
     blocks.append(figure(_chart(curves), "Training loss per step and validation loss (dots)",
