@@ -49,3 +49,16 @@ def test_rl_on_the_tasks_answers_logs_a_reward_curve(base_dir, tmp_path):
     assert [s for s, _ in stats["reward_curve"]] == [1, 2, 3]
     assert all(0 <= r <= 1 for _, r in stats["reward_curve"])
     assert "heldout_exact_match" in stats
+
+
+def test_safety_mix_and_context_distillation_report_refusal_rates(base_dir, tmp_path):
+    from pipeline.core.tasks import safety
+
+    mixed = run_finetune(base_dir, tmp_path / "mix", safety={"mix": 0.3}, tasks=["arithmetic"])
+    assert mixed["safety_examples"] == round(0.3 / 0.7 * 200)  # 30% of all SFT examples: 200 task + 86 safety
+    rates = mixed["refusal_rate"]
+    assert set(rates) == {"before", "after"} and set(rates["after"]) == {"harmful", "harmless"}
+    distilled = run_finetune(base_dir, tmp_path / "distill", safety={"mix": 0.3, "context_distillation": True},
+                             tasks=["arithmetic"])
+    assert "refusal_rate" in distilled and distilled["safety_examples"] <= mixed["safety_examples"]
+    assert safety.is_refusal(safety.REFUSAL) and not safety.is_refusal("Run kill with the process id.")
