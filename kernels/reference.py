@@ -195,10 +195,11 @@ def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: floa
     _, block_size, Hkv, _ = k_cache.shape
     if Hq % Hkv:
         raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
-    tables = block_tables.long()
-    L = tables.shape[1] * block_size
-    k = k_cache[tables].reshape(N, L, Hkv, D).transpose(1, 2)  # (N, Hkv, L, D)
-    v = v_cache[tables].reshape(N, L, Hkv, D).transpose(1, 2)
+    tables = block_tables.long().reshape(-1)
+    L = block_tables.shape[1] * block_size
+    # index_select, not k_cache[tables]: on CPU advanced indexing is ~10x slower for this copy.
+    k = k_cache.index_select(0, tables).view(N, L, Hkv, D).transpose(1, 2)  # (N, Hkv, L, D)
+    v = v_cache.index_select(0, tables).view(N, L, Hkv, D).transpose(1, 2)
     visible = torch.arange(L, device=q.device)[None, :] < context_lens.to(q.device)[:, None]
     # The query heads of a group ride on SDPA's query-length axis: no repeat of K/V for GQA.
     qg = q.reshape(N, Hkv, Hq // Hkv, D)

@@ -1,0 +1,229 @@
+"""Generation throughput: our engine vs Hugging Face ``generate`` (and llama.cpp), side by side.
+
+    python -m benchmarks.generate [--preset cpu_2m] [--new-tokens 64] [--threads 1] [--clients 32]
+
+One model (conf/model/<preset>, random weights widened so greedy text is not one repeated
+token) is written as a model directory with its transformers export and a GGUF file. On the
+same 16 prompts (8-40 tokens), greedy, 64 new tokens each (EOS ignored):
+
+  batch 1   our engine one prompt at a time vs HF generate (LlamaForCausalLM, DynamicCache)
+  batch 16  all prompts in one engine batch vs HF generate on the left-padded batch
+  llama.cpp llama-cpp-python on the GGUF, one prompt at a time (its tokens asserted equal too)
+  server    our OpenAI server, N concurrent streaming clients (openai package)
+  KV cache  bytes held per cached token at the batch-16 peak vs 2*n_layer*n_kv_head*head_dim*bytes
+            (HF's padded cache alongside)
+
+Greedy outputs are asserted identical between us and HF. Each timed variant runs after a
+warm-up; the best of ``--rounds`` counts, so other load on a shared machine hurts all alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have "
+         "an they you were her she there been one all we their has would when if so no time year people way day "
+         "man thing woman life child world school state family student group country problem hand part place").split()
+
+
+def build_model_dir(out: Path, preset: str) -> Path:
+    from omegaconf import OmegaConf
+
+    from pipeline.config import compose
+    from pipeline.model import Config, Transformer
+    from pipeline.model.io import save_model_dir
+    from pipeline.tokenize.bpe import train_bpe
+
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(200)) + "." for _ in range(300)]
+    specials = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
+    tok = train_bpe(texts, 4096, specials, "gpt4", bos_token="<|bos|>")
+    tok.save(str(out / "tokenizer.json"))
+    cfg = Config(**OmegaConf.to_container(compose([f"model={preset}", "tokenize.vocab_size=4096"]).model, resolve=True))
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("blocks.") and "norm" not in name:
+                p.mul_(6)
+    meta = {"special_tokens": {"bos": 0, "eos": 1, "pad": 2},
+            "special_token_strings": dict(zip(("bos", "eos", "pad"), specials))}
+    return save_model_dir(out / "model", model, out / "tokenizer.json", meta)
+
+
+def prompts_for(tokenizer, n: int) -> list[list[int]]:
+    rng = random.Random(1)
+    out = []
+    for i in range(n):
+        words = " ".join(rng.choice(WORDS) for _ in range(6 + 2 * i))
+        out.append(tokenizer.encode(words).ids[:8 + 2 * i])
+    return out
+
+
+def best_of(rounds: int, fn):
+    """(best seconds, last result) over ``rounds`` runs after one warm-up."""
+    result = fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def ours(engine, prompts, new_tokens, batch):
+    from pipeline.core.inference import SamplingParams
+
+    p = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    if batch == 1:
+        return [engine.generate([x], p)[0].token_ids for x in prompts]
+    return [o.token_ids for o in engine.generate(prompts, p)]
+
+
+@torch.inference_mode()
+def hf_generate(hf, prompts, new_tokens, batch):
+    if batch == 1:
+        return [hf.generate(torch.tensor([x]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                            pad_token_id=2)[0, len(x):].tolist() for x in prompts]
+    width = max(len(x) for x in prompts)
+    ids = torch.tensor([[2] * (width - len(x)) + x for x in prompts])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in prompts])
+    out = hf.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
+                      pad_token_id=2)
+    return out[:, width:].tolist()
+
+
+def llama_cpp_generate(llm, prompts, new_tokens):
+    outs = []
+    for x in prompts:
+        llm.reset()
+        toks = []
+        for t in llm.generate(x, temp=0.0, top_k=1, reset=True):
+            toks.append(t)
+            if len(toks) == new_tokens:
+                break
+        outs.append(toks)
+    return outs
+
+
+def server_throughput(model_dir, prompts_text, new_tokens, clients: int) -> tuple[float, int]:
+    import openai
+
+    from pipeline.core.inference import Engine, EngineConfig
+    from pipeline.core.inference.server import Server
+
+    srv = Server(Engine.from_dir(model_dir, EngineConfig(max_batch=clients)), "bench", port=0).start()
+    client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    reasons = [None] * clients
+
+    def stream(i):
+        chunks = client.completions.create(model="bench", prompt=prompts_text[i % len(prompts_text)], stream=True,
+                                           max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
+        reasons[i] = [c.choices[0].finish_reason for c in chunks][-1]
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    srv.close()
+    assert reasons == ["length"] * clients, reasons  # every client got all its new_tokens tokens
+    return wall, clients * new_tokens
+
+
+def kv_bytes(engine, prompts, new_tokens) -> float:
+    """Bytes of blocks held per cached token, at the fullest step of a batch run."""
+    from pipeline.core.inference import SamplingParams
+
+    p = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    for x in prompts:
+        engine.add_request(x, p)
+    worst, slot = 0.0, engine.cache.bytes_per_token()
+    while engine.has_work():
+        engine.step()
+        tokens = sum(s.table.num_tokens for s in engine.running)
+        held = sum(len(s.table.blocks) for s in engine.running) * engine.cache.block_size * slot
+        if tokens:
+            worst = max(worst, held / tokens)
+    return worst
+
+
+def main(argv=None):
+    from tokenizers import Tokenizer
+
+    from pipeline.core.inference import Engine
+    from pipeline.core.inference.kv_cache import theoretical_bytes_per_token
+    from pipeline.model.gguf import export_gguf
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu_2m")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)  # 2 shared cores: more threads only add contention
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_model_dir(Path(tmp), args.preset)
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        prompts = prompts_for(tok, 16)
+        engine = Engine.from_dir(model_dir)
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(model_dir / "hf", dtype=torch.float32).eval()
+        n = args.new_tokens
+        rows = {}
+        for batch in (1, 16):
+            t_ours, out_ours = best_of(args.rounds, lambda: ours(engine, prompts, n, batch))
+            t_hf, out_hf = best_of(args.rounds, lambda: hf_generate(hf, prompts, n, batch))
+            same = sum(a == b for a, b in zip(out_ours, out_hf))
+            assert same == len(prompts), f"batch {batch}: greedy outputs differ on {len(prompts) - same} prompts"
+            rows[batch] = (len(prompts) * n / t_ours, len(prompts) * n / t_hf)
+        gguf_row = llama_row(model_dir, Path(tmp), prompts, n, args.rounds, out_ours)
+        texts = [tok.decode(x, skip_special_tokens=True) for x in prompts]
+        wall, total = server_throughput(model_dir, texts, n, args.clients)
+        kv = kv_bytes(Engine.from_dir(model_dir), prompts, n)
+        cfg = engine.model.cfg
+        floor = theoretical_bytes_per_token(cfg.n_layer, cfg.n_kv_head, cfg.head_dim, torch.float32)
+        width = max(len(x) for x in prompts)
+        hf_kv = floor * len(prompts) * (width + n) / sum(len(x) + n for x in prompts)  # left-padded rectangle
+    print(f"model {args.preset}: {engine.model.num_params():,} parameters, {len(prompts)} prompts of "
+          f"{min(map(len, prompts))}-{width} tokens, {n} new tokens each, greedy, {args.threads} threads")
+    print("greedy tokens: ours == HF generate on all prompts at batch 1 and 16")
+    for batch, (a, b) in rows.items():
+        print(f"batch {batch:>2}: ours {a:8.1f} tok/s   HF generate {b:8.1f} tok/s   ratio {a / b:.2f}x")
+    if gguf_row:
+        print(gguf_row)
+    print(f"server: {args.clients} concurrent streaming clients, {total / wall:.1f} tok/s "
+          f"({total} tokens in {wall:.2f} s; {total / wall / rows[16][0]:.2f}x the offline batch-16 rate)")
+    print(f"KV cache: {kv:.0f} bytes per cached token at the batch-16 peak vs minimum {floor} "
+          f"(ratio {kv / floor:.3f}); HF's left-padded cache {hf_kv:.0f} (ratio {hf_kv / floor:.3f})")
+
+
+def llama_row(model_dir, tmp, prompts, n, rounds, ours_out) -> str | None:
+    try:
+        import llama_cpp
+    except ImportError:
+        return "llama.cpp: skipped (pip install llama-cpp-python)"
+    from pipeline.model.gguf import export_gguf
+
+    path = export_gguf(model_dir, tmp / "model.gguf")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_batch=256, n_threads=torch.get_num_threads(),
+                          verbose=False)
+    t, out = best_of(rounds, lambda: llama_cpp_generate(llm, prompts, n))
+    same = sum(a == b for a, b in zip(out, ours_out))
+    return (f"llama.cpp (GGUF f32) batch 1: {len(prompts) * n / t:8.1f} tok/s; greedy tokens equal ours on "
+            f"{same}/{len(prompts)} prompts")
+
+
+if __name__ == "__main__":
+    main()
