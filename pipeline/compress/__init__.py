@@ -1,12 +1,11 @@
-"""compress: a model in, a smaller model out — quantization, pruning, low-rank, weight sharing.
-
-    python -m pipeline compress                                   the composed config, as the DAG runs it
-    python -m pipeline compress compress.methods='[gptq]' compress.bits=4
-    python -m pipeline compress compress.methods='[wanda,gptq]' compress.pattern=2:4
+"""compress: a model in, a smaller model out — quantization, pruning, low-rank, weight sharing,
+distillation.
 
 One step = one method or a chain (methods.py lists them: int8, rtn, gptq, awq, smoothquant,
-magnitude, wanda, sparsegpt, svd, tie_embeddings, share_layers). Calibrated methods read
-``calibration_samples`` windows of the tokenize directory's train tokens.
+magnitude, wanda, sparsegpt, svd, tie_embeddings, share_layers, distill), e.g.
+``methods: [gptq]``, ``methods: [wanda, gptq]`` with ``pattern: "2:4"``, ``methods: [distill, int8]``.
+Calibrated methods read ``calibration_samples`` windows of the tokenize directory's train
+tokens; distill trains a student with the shared training loop (distill.py).
 
 Writes a model directory (pipeline/model/io.py: ``load_model`` rebuilds the quantized /
 low-rank layers strictly) plus ``compression.json`` (methods, settings, which layers were
@@ -19,13 +18,16 @@ From Python:  execute("compress", {"methods": ["gptq"]}, {"model": model_dir, "t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.errors import StageError
 from pipeline.core.step import Input, unkeyed
+from pipeline.core.train.config import Config as TrainConfig
 
 INPUTS = {
     "model": Input("a model directory (pipeline/model/io.py): base or fine-tuned"),
@@ -70,6 +72,15 @@ class Config:
     # share_layers: blocks per group, and how the group's shared weights are chosen (mean | first).
     share_group: int = 2
     share_choose: str = "mean"
+    # distill: the student is the teacher's model config with these fields changed (e.g.
+    # {n_layer: 2}), started from the teacher's evenly spaced blocks (teacher_layers, as
+    # DistilBERT) or from scratch (random), and trained by the shared loop with `train` on
+    # kl_weight x T^2 x KL(teacher/T || student/T) + (1 - kl_weight) x next-token CE.
+    student: dict[str, Any] = field(default_factory=lambda: {"n_layer": 1})
+    student_init: str = "teacher_layers"
+    temperature: float = 2.0
+    kl_weight: float = 0.5
+    train: TrainConfig = field(default_factory=TrainConfig)
     # Calibration windows (train split) and their length (0 = the model's context length).
     calibration_samples: int = 128
     calibration_seq_len: int = 0
@@ -107,10 +118,30 @@ class Config:
             ("calibration_seq_len", self.calibration_seq_len >= 0, ">= 0"),
             ("eval_windows", self.eval_windows >= 0, ">= 0"),
             ("latency_tokens", self.latency_tokens >= 1, ">= 1"),
+            ("student_init", self.student_init in ("teacher_layers", "random"), "teacher_layers | random"),
+            ("temperature", self.temperature > 0, "> 0"),
+            ("kl_weight", 0 <= self.kl_weight <= 1, "in [0, 1]"),
         ]
         for key, ok, allowed in checks:
             if not ok:
                 raise StageError(f"compress.{key}={getattr(self, key)!r}: must be {allowed}")
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        if "distill" in self.methods:
+            self.train.validate()
+
+
+def _student_on_meta(teacher, cfg: Config):
+    """The student's shapes (no memory), so every check runs on the layers that get compressed."""
+    import torch
+
+    from pipeline.compress.distill import check_init, student_config
+    from pipeline.model import Transformer
+
+    student = student_config(teacher.cfg, dict(cfg.student))
+    check_init(teacher.cfg, student, cfg.student_init)
+    with torch.device("meta"):
+        return Transformer(student)
 
 
 def _settings(cfg: Config) -> dict:
@@ -134,7 +165,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
         raise StageError(f"compress: {model_dir} is already compressed ({COMPRESSION}); "
                          "chain the methods in one step (compress.methods=[...]) on the uncompressed model")
     model = load_model(model_dir)
-    check_layers(model, cfg)
+    compressed = _student_on_meta(model, cfg) if "distill" in cfg.methods else model
+    check_layers(compressed, cfg)
     calibrated = [m for m in cfg.methods if METHODS[m].calibrated]
     if calibrated and not inputs.get("tokens"):
         raise StageError(f"compress.methods={cfg.methods}: {calibrated} need calibration text: wire the "
@@ -142,18 +174,19 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     data = TokenData(inputs["tokens"]) if inputs.get("tokens") else None
     ids = None
     if calibrated:
-        seq_len = min(cfg.calibration_seq_len or model.cfg.max_seq_len, model.cfg.max_seq_len)
-        ids = calibration_ids(Path(inputs["tokens"]), cfg.calibration_samples, seq_len, cfg.seed)
+        limit = compressed.cfg.max_seq_len
+        ids = calibration_ids(Path(inputs["tokens"]), cfg.calibration_samples,
+                              min(cfg.calibration_seq_len or limit, limit), cfg.seed)
         log.info("calibration: %d windows of %d train tokens", *ids.shape)
 
     base = measure.measure(model, model_dir, data, cfg)
     log.info("base: %s", json.dumps(base))
-    ctx = Context(cfg=cfg, ids=ids)
+    ctx = Context(cfg=cfg, ids=ids, inputs=inputs, out=out, log=log)
     started = time.time()
-    with torch.no_grad():
-        for name in cfg.methods:
-            log.info("%s: %s", name, METHODS[name].what)
-            METHODS[name].apply(model, ctx)
+    for name in cfg.methods:
+        log.info("%s: %s", name, METHODS[name].what)
+        with torch.no_grad() if name != "distill" else contextlib.nullcontext():
+            model = METHODS[name].apply(model, ctx) or model
     compression_s = time.time() - started
 
     layers = {n: e for n, m in model.named_modules() if (e := layer_entry(m)) is not None}

@@ -1,27 +1,37 @@
 """The compression methods a step can chain, and the checks that run before any work.
 
-A chain is applied in order: weight sharing, then pruning or low-rank, then quantization
-(e.g. ``[wanda, gptq]``: prune to 50%, then GPTQ the kept weights; zeros stay zero).
+A chain is applied in order: distillation, weight sharing, then pruning or low-rank, then
+quantization (e.g. ``[wanda, gptq]``: prune to 50%, then GPTQ the kept weights; zeros stay
+zero; ``[distill, int8]``: train a smaller student, then quantize it).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pipeline.compress import lowrank, prune, quantize, sharing, smooth
+from pipeline.compress import distill, lowrank, prune, quantize, sharing, smooth
 from pipeline.compress.calibrate import block_linears
 from pipeline.core.errors import StageError
 
 
 @dataclass(frozen=True)
 class Method:
-    kind: str  # share | prune | lowrank | quantize
+    kind: str  # distill | share | prune | lowrank | quantize
     calibrated: bool  # needs calibration inputs (the tokenize directory's train tokens)
-    apply: Callable
+    apply: Callable  # (model, Context) -> None (changed in place) or the model that replaces it
     what: str
 
 
+def _distill(model, ctx):
+    student, stats = distill.distill(model, ctx.cfg, ctx.inputs, ctx.out, ctx.log)
+    ctx.layout["distill"] = {"teacher_params": model.num_params(), "student_params": student.num_params(),
+                             "student": dict(ctx.cfg.student), "training": stats}
+    return student
+
+
 METHODS = {
+    "distill": Method("distill", False, _distill,
+                      "a smaller student trained on the teacher's soft targets (shared training loop)"),
     "int8": Method("quantize", False, lambda m, c: quantize.quantize_rtn(m, c, 8, 0, True),
                    "int8 weights per output channel, round to nearest"),
     "rtn": Method("quantize", False,
@@ -38,7 +48,7 @@ METHODS = {
     "tie_embeddings": Method("share", False, sharing.tie_embeddings, "one matrix for embedding and output head"),
     "share_layers": Method("share", False, sharing.share_layers, "groups of consecutive blocks share weights"),
 }
-ORDER = {"share": 0, "prune": 1, "lowrank": 1, "quantize": 2}
+ORDER = {"distill": -1, "share": 0, "prune": 1, "lowrank": 1, "quantize": 2}
 GROUPED = ("rtn", "gptq", "awq")  # methods that use group_size
 
 
@@ -50,6 +60,9 @@ class Context:
     ids: object = None
     errors: dict = field(default_factory=dict)
     layout: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)  # role -> directory (distillation reads them)
+    out: object = None
+    log: object = None
 
 
 def check_chain(methods: list[str]) -> None:

@@ -172,3 +172,46 @@ def test_an_empty_calibration_set_is_an_error(model_dir, token_dir, tmp_path):
     (empty / "train.bin").write_bytes(b"")
     with pytest.raises(StageError, match="empty calibration set"):
         compress(model_dir, empty, tmp_path / "e", methods=["wanda"])
+
+
+def test_distillation_trains_a_smaller_student_through_the_shared_loop(model_dir, token_dir, tmp_path):
+    train = {"steps": 12, "batch_size": 4, "warmup_steps": 2, "eval_every": 6, "eval_batches": 1,
+             "checkpoint_every": 6, "log_every": 3, "progress": False, "threads": 1}
+    stats = compress(model_dir, token_dir, tmp_path / "d", methods=["distill", "int8"], student={"n_layer": 1},
+                     temperature=2.0, kl_weight=0.7, train=train)
+    student = load_model(tmp_path / "d")
+    assert student.cfg.n_layer == 1 and isinstance(student.blocks[0].attn.q_proj, QuantLinear)
+    layout = json.loads((tmp_path / "d" / "compression.json").read_text())
+    assert layout["distill"]["training"]["steps"] == 12
+    assert layout["distill"]["training"]["teacher_blocks_copied"] == [1]
+    assert stats["params"] < stats["base"]["params"]
+    records = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "kl" in r]
+    assert len(losses) == 4 and all(r["kl"] >= 0 and r["ce"] > 0 for r in losses)
+    assert any("val_loss" in r for r in records)
+    assert not list(tmp_path.glob(".ckpt-*")) and not (tmp_path / "d" / ".student.safetensors").exists()
+
+
+def test_distillation_loss_is_hintons():
+    """kl_weight T^2 KL(teacher_T || student_T) + (1 - kl_weight) CE, against a hand computation."""
+    from pipeline.compress.distill import kd_loss
+
+    torch.manual_seed(0)
+    t_logits, s_logits = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    y = torch.randint(0, 11, (2, 5))
+    y[0, 0] = -100
+    loss, extra = kd_loss(lambda x: (t_logits, None), 3.0, 0.25)(lambda x: (s_logits, None), (None, y))
+    keep = (y != -100).reshape(-1)
+    p_t = torch.softmax(t_logits / 3, -1).reshape(-1, 11)[keep]
+    log_q = torch.log_softmax(s_logits / 3, -1).reshape(-1, 11)[keep]
+    kl = (p_t * (p_t.log() - log_q)).sum(-1).mean() * 9
+    ce = torch.nn.functional.cross_entropy(s_logits.reshape(-1, 11), y.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, 0.25 * kl + 0.75 * ce)
+    torch.testing.assert_close(extra["kl"], kl)
+
+
+def test_student_settings_are_checked_before_training(model_dir, token_dir, tmp_path):
+    with pytest.raises(StageError, match=r"compress.student: unknown model field\(s\) \['layers'\]"):
+        compress(model_dir, token_dir, tmp_path / "a", methods=["distill"], student={"layers": 1})
+    with pytest.raises(StageError, match="needs the teacher's widths"):
+        compress(model_dir, token_dir, tmp_path / "b", methods=["distill"], student={"d_model": 64, "d_mlp": 128})
