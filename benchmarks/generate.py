@@ -10,7 +10,7 @@ same 16 prompts (8-40 tokens), greedy, 64 new tokens each (EOS ignored):
   batch 16  all prompts in one engine batch vs HF generate on the left-padded batch
   llama.cpp llama-cpp-python on the GGUF, one prompt at a time (its tokens asserted equal too)
   server    our OpenAI server, N concurrent streaming clients (openai package)
-  KV cache  bytes held per cached token at the batch-16 peak vs 2*n_layer*n_kv_head*head_dim*bytes
+  KV cache  bytes held per cached token at the batch-16 peak (most bytes held) vs 2*n_layer*n_kv_head*head_dim*bytes
             (HF's padded cache alongside)
 
 Greedy outputs are asserted identical between us and HF. Each timed variant runs after a
@@ -141,20 +141,19 @@ def server_throughput(model_dir, prompts_text, new_tokens, clients: int) -> tupl
 
 
 def kv_bytes(engine, prompts, new_tokens) -> float:
-    """Bytes of blocks held per cached token, at the fullest step of a batch run."""
+    """Bytes of blocks held per cached token at the step holding the most (the peak)."""
     from pipeline.core.inference import SamplingParams
 
     p = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     for x in prompts:
         engine.add_request(x, p)
-    worst, slot = 0.0, engine.cache.bytes_per_token()
+    peak, slot = (0, 1), engine.cache.bytes_per_token()
     while engine.has_work():
         engine.step()
         tokens = sum(s.table.num_tokens for s in engine.running)
         held = sum(len(s.table.blocks) for s in engine.running) * engine.cache.block_size * slot
-        if tokens:
-            worst = max(worst, held / tokens)
-    return worst
+        peak = max(peak, (held, tokens))
+    return peak[0] / peak[1]
 
 
 def main(argv=None):

@@ -113,3 +113,24 @@ def test_pretraining_samples_come_from_the_engine(model_dir):
     ids = torch.tensor([engine.encode("The")])
     new = model.generate(ids, 12, temperature=0)[0, ids.shape[1]:].tolist()
     assert greedy == "The" + engine.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_the_serve_command_serves_until_interrupted(model_dir, repo):
+    import json
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.core.inference.cli", "serve", f"model={model_dir}",
+                             f"port={port}", "name=tiny"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().startswith(f"serving tiny on http://127.0.0.1:{port}/v1")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=30) as r:
+            assert json.load(r)["data"][0]["id"] == "tiny"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
