@@ -80,6 +80,16 @@ def test_a_small_pool_preempts_and_recomputes_without_changing_outputs(tok):
     assert tight.cache.allocator.num_free == tight.cache.num_blocks
 
 
+def test_a_sequence_longer_than_the_whole_pool_ends_with_length(tok):
+    model = random_model()
+    engine = Engine(model, tok, EngineConfig(block_size=16, kv_cache_tokens=32))
+    out = engine.generate(["the quick"], SamplingParams(max_tokens=80, temperature=0, ignore_eos=True))[0]
+    # 32 tokens fill the pool; the 33rd is sampled from them (it never needs a slot)
+    assert out.finish_reason == "length" and out.prompt_tokens + len(out.token_ids) == 33
+    assert out.token_ids == reference_tokens(model, tok, "the quick", len(out.token_ids))
+    assert engine.cache.allocator.num_free == engine.cache.num_blocks
+
+
 def test_a_shared_system_prompt_is_computed_once_and_changes_nothing(tok):
     model = random_model()
     system = ("the quick brown fox jumps over the lazy dog. " * 4).strip()

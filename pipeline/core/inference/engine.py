@@ -180,17 +180,26 @@ class Engine:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    def _make_room_for_decodes(self) -> None:
-        """Every running sequence needs a slot for its next token: preempt from the back."""
+    def _make_room_for_decodes(self) -> list[Delta]:
+        """Every running sequence needs a slot for its next token: preempt from the back. A
+        sequence left alone that still does not fit has the whole pool: it ends (length)."""
+        ended = []
         while self.running:
             need = sum(self.cache.blocks_needed(s.table, 1) for s in self.running)
             if need <= self.cache.allocator.num_free:
-                return
+                break
             victim = self.running.pop()
             self.cache.free(victim.table)
+            if not self.running and not self.cache.can_fit(BlockTable(), len(victim.ids) + 1):
+                log.warning("%s: the KV-cache pool (%d tokens) is full with it alone; ending it there",
+                            victim.request_id, self.cache.num_blocks * self.cache.block_size)
+                victim.finish_reason = "length"
+                ended.append(Delta(victim.request_id, victim.text[victim.sent:], [], True, "length"))
+                break
             self.waiting.appendleft(victim)
             self.stats["preempted"] += 1
             log.info("KV cache full: preempted %s (recomputed later)", victim.request_id)
+        return ended
 
     def _admit(self) -> list[Sequence]:
         """Waiting sequences that fit (first come, first served), their cached prefixes shared."""
@@ -213,11 +222,11 @@ class Engine:
 
     def step(self) -> list[Delta]:
         """Admit, run one forward for every scheduled sequence, sample, retire: -> deltas."""
-        self._make_room_for_decodes()
+        ended = self._make_room_for_decodes()
         admitted = self._admit()
         scheduled = self.running + admitted
         if not scheduled:
-            return []
+            return ended
         segments = []
         for seq in scheduled:
             start = seq.table.num_tokens
@@ -229,7 +238,7 @@ class Engine:
         self.stats["steps"] += 1
         self.stats["peak_running"] = max(self.stats["peak_running"], len(scheduled))
         self.running = []
-        deltas = []
+        deltas = ended
         for seq, token in zip(scheduled, picks):
             self.cache.register_full_blocks(seq.table, seq.ids)
             deltas.append(self._advance(seq, token))
