@@ -178,3 +178,19 @@ def test_a_client_leaving_mid_stream_frees_its_request(server, monkeypatch):
         threading.Event().wait(0.05)
     assert not server.engine.has_work() and server.engine.stats["aborted"] == aborted + 1
     assert server.engine.cache.allocator.num_free == server.engine.cache.num_blocks
+
+
+def test_an_engine_failure_is_a_500_and_the_server_recovers(client, server, monkeypatch):
+    step, calls = server.engine.step, []
+
+    def broken_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated kernel failure")
+        return step()
+
+    monkeypatch.setattr(server.engine, "step", broken_once)
+    with pytest.raises(openai.InternalServerError, match="simulated kernel failure"):
+        client.completions.create(model="tiny-chat", prompt="the quick", max_tokens=4)
+    assert client.completions.create(model="tiny-chat", prompt="the quick", max_tokens=4).choices[0].finish_reason
+    assert server.engine.cache.allocator.num_free == server.engine.cache.num_blocks  # nothing leaked

@@ -90,7 +90,7 @@ class EngineLoop:
             log.exception("engine step failed")
             for rid in list(self.outboxes):
                 self.engine.abort(rid)
-                self.outboxes.pop(rid)[0].put(("error", err))
+                self.outboxes.pop(rid)[0].put(("failed", err))
             return
         for d in deltas:
             outbox, index = self.outboxes.get(d.request_id, (None, 0))
@@ -162,9 +162,9 @@ class Handler(BaseHTTPRequestHandler):
         ids, done = {}, 0
         while done < len(job.prompts):
             kind, *rest = outbox.get()
-            if kind == "error":
+            if kind in ("error", "failed"):  # refused (a bad request) or the engine broke (ours)
                 self.server.loop.abort(list(ids.values()))
-                raise ApiError(400, str(rest[0]))
+                raise ApiError(400 if kind == "error" else 500, str(rest[0]))
             if kind == "id":
                 ids[rest[0]] = rest[1]
                 continue
