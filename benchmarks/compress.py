@@ -1,6 +1,7 @@
 """Compression side by side: our stage vs llm-compressor and torchao on one trained model.
 
     python -m benchmarks.compress [--steps 150] [--batch 8] [--samples 128] [--eval-windows 256] [--threads 2]
+    python -m benchmarks.compress --tokens results/tokenize/<key> --no-llmcompressor    (torchao rows only)
 
 One model (conf/model/cpu_2m.yaml, widths multiples of 128) trained briefly on a sample of the
 built-in corpus; one calibration set (``samples`` windows of its train tokens, the windows our
@@ -126,17 +127,19 @@ def build_data(work: Path) -> Path:
     return work / "tokenize"
 
 
-def model_config(vocab: int):
+def model_config(vocab: int, seq_len: int = 0):
     from omegaconf import OmegaConf
 
     from pipeline.model import Config
 
     raw = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "cpu_2m.yaml"))
     raw["vocab_size"], raw["kernels"] = vocab, "torch"
+    if seq_len:
+        raw["max_seq_len"] = seq_len
     return Config(**raw)
 
 
-def train_base(tok: Path, out: Path, steps: int, batch: int) -> Path:
+def train_base(tok: Path, out: Path, steps: int, batch: int, cfg) -> Path:
     """AdamW with warm-up and cosine decay on random train windows (the nanoGPT recipe)."""
     import math
 
@@ -146,11 +149,12 @@ def train_base(tok: Path, out: Path, steps: int, batch: int) -> Path:
     from pipeline.model import Transformer
     from pipeline.model.io import is_model_dir, save_model_dir
 
-    if is_model_dir(out) and (out / "steps.txt").read_text() == f"{steps}x{batch}":
+    recipe = f"{steps}x{batch}" + ("" if cfg == model_config(cfg.vocab_size) else f" {cfg}")
+    if is_model_dir(out) and (out / "steps.txt").read_text() == recipe:
         return out
     data = TokenData(tok)
     torch.manual_seed(0)
-    model = Transformer(model_config(data.vocab_size))
+    model = Transformer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
     gen = torch.Generator().manual_seed(0)
     for step in range(steps):
@@ -166,7 +170,7 @@ def train_base(tok: Path, out: Path, steps: int, batch: int) -> Path:
         if step % 25 == 0:
             print(f"  train step {step}/{steps} loss {loss.item():.3f}", flush=True)
     save_model_dir(out, model.eval(), tok / "tokenizer.json", tok / "meta.json")
-    (out / "steps.txt").write_text(f"{steps}x{batch}")
+    (out / "steps.txt").write_text(recipe)
     return out
 
 
@@ -190,7 +194,7 @@ def linear_sparsity(model) -> float:
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
-def score(model, tok: Path, windows: int) -> dict:
+def score(model, tok: Path, windows: int, count_zeros: bool = True) -> dict:
     import torch
 
     from pipeline.compress.measure import heldout, latency_ms_per_token
@@ -199,14 +203,14 @@ def score(model, tok: Path, windows: int) -> dict:
     data = TokenData(tok)
     h = heldout(model, data, windows, 16)
     prompt = torch.from_numpy(data.val[:32].astype("int64"))[None, :]
-    return {"ppl": h["val_perplexity"], "bpb": h["val_bits_per_byte"], "sparsity_linear": linear_sparsity(model),
+    return {"ppl": h["val_perplexity"], "bpb": h["val_bits_per_byte"], "sparsity_linear": linear_sparsity(model) if count_zeros else None,
             "latency_ms": latency_ms_per_token(model, prompt, 32)}
 
 
-def peer_llmc(recipe: str, base: Path, calib: Path, tok: Path, windows: int) -> dict:
+def peer_llmc(recipe: str, base: Path, calib: Path, tok: Path, windows: int, work: Path) -> dict:
     from pipeline.model.hf import import_hf
 
-    out = WORK / "llmc" / recipe
+    out = work / "llmc" / recipe
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([str(llmc_python()), "-m", "benchmarks.compress", "--llmc-worker", recipe, "--model", str(base / "hf"),
@@ -227,7 +231,8 @@ def peer_torchao(config_name: str, base: Path, tok: Path, windows: int) -> dict:
                  filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn.startswith("blocks."))
     seconds = time.time() - started
     with torch.no_grad():
-        return {**score(model, tok, windows), "compression_s": seconds}
+        # torchao's Int8Tensor implements no comparison ops: its zeros are not counted (nothing is pruned)
+        return {**score(model, tok, windows, count_zeros=False), "compression_s": seconds}
 
 
 def _row(label, base_ppl, mine, theirs=None, peer=""):
@@ -241,18 +246,68 @@ def _row(label, base_ppl, mine, theirs=None, peer=""):
             f"{'OK' if inc <= inc_p + 1e-9 else 'WORSE'}")
 
 
-def main(argv=None) -> int:
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--eval-windows", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=0, help="the preset's context length unless given")
+    parser.add_argument("--tokens", type=Path, help="a tokenize directory to use instead of the built-in sample")
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--no-llmcompressor", action="store_true", help="skip the llm-compressor rows")
     parser.add_argument("--llmc-worker")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--calib", type=Path)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def run_ours(base, tok, work, samples, w) -> dict:
+    v = work / "ours"
+    return {
+        "gptq4": ours(base, tok, v / "gptq4", ["gptq"], samples, w, act_order=True),
+        "rtn4": ours(base, tok, v / "rtn4", ["rtn"], samples, w),
+        "gptq3": ours(base, tok, v / "gptq3", ["gptq"], samples, w, act_order=True, bits=3),
+        "rtn3": ours(base, tok, v / "rtn3", ["rtn"], samples, w, bits=3),
+        "sparsegpt": ours(base, tok, v / "sparsegpt", ["sparsegpt"], samples, w),
+        "wanda": ours(base, tok, v / "wanda", ["wanda"], samples, w),
+        "int8": ours(base, tok, v / "int8", ["int8"], samples, w),
+        "smoothquant": ours(base, tok, v / "smoothquant", ["smoothquant"], samples, w),
+    }
+
+
+def report(args, mine, peers, seq) -> None:
+    b = mine["gptq4"]["base"]
+    print(f"\nbase: cpu_2m, {args.steps} steps of {args.batch} x {seq} tokens, held-out ppl {b['val_perplexity']:.3f}, "
+          f"{b['val_bits_per_byte']:.4f} bits/byte, {b['size_bytes']:,} bytes; calibration {args.samples} x {seq} "
+          f"tokens; {args.eval_windows} eval windows")
+    bp = b["val_perplexity"]
+    rows = [("GPTQ int4 g128 (W4A16)", "gptq4", "gptq_w4a16", "llm-compressor"),
+            ("GPTQ int3 g128 (W3A16)", "gptq3", "gptq_w3a16", "llm-compressor"),
+            ("SparseGPT 50% unstructured", "sparsegpt", "sparsegpt_50", "llm-compressor"),
+            ("Wanda 50% unstructured", "wanda", "wanda_50", "llm-compressor"),
+            ("int8 weight-only per channel", "int8", "int8wo", "torchao"),
+            ("W8A8 (ours: SmoothQuant a=0.5)", "smoothquant", "w8a8", "torchao")]
+    for label, m, p, peer in rows:
+        print(_row(label, bp, mine[m], peers.get(p), peer) + ("" if p in peers else " | llm-compressor skipped"))
+    for bits in (4, 3):
+        g, r = mine[f"gptq{bits}"]["ppl"] - bp, mine[f"rtn{bits}"]["ppl"] - bp
+        print(f"GPTQ vs round-to-nearest at {bits} bits: ppl increase {g:+.3f} vs {r:+.3f} -> "
+              f"{'GPTQ better' if g < r else 'GPTQ NOT better'} (ratio {g / r if r else float('nan'):.2f})")
+    print("\nzeros in the block Linears: " + ", ".join(
+        f"ours {k} {mine[k]['sparsity_linear']:.3f}" for k in ("sparsegpt", "wanda")) + "".join(
+        f", llm-compressor {k} {peers[k]['sparsity_linear']:.3f}" for k in ("sparsegpt_50", "wanda_50") if k in peers))
+    print("latency ms/token (greedy, 32 tokens, no KV cache): base {:.2f}; ".format(b["latency_ms_per_token"]) + "; ".join(
+        f"ours {k} {mine[k]['latency_ms']:.2f}" for k in ("int8", "gptq4", "smoothquant")) + "; " + "; ".join(
+        f"torchao {k} {peers[k]['latency_ms']:.2f}" for k in ("int8wo", "w8a8")))
+    print("compression s: " + ", ".join(f"ours {k} {m['seconds']:.1f}" for k, m in mine.items()) + "; " + ", ".join(
+        f"{k} {p['compression_s']:.1f}" for k, p in peers.items()))
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     if args.llmc_worker:
         llmc_worker(args.llmc_worker, args.model, args.calib, args.out)
         return 0
@@ -260,52 +315,23 @@ def main(argv=None) -> int:
     import torch
 
     from pipeline.compress.calibrate import calibration_ids
+    from pipeline.core.tokens import TokenData
 
     torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
-    tok = build_data(WORK)
-    base = train_base(tok, WORK / "base", args.steps, args.batch)
-    seq = model_config(4096).max_seq_len
-    calib = WORK / "calibration.pt"
-    torch.save(calibration_ids(tok, args.samples, seq, 1234), calib)  # the windows our stage picks (seed 1234)
-    v = WORK / "ours"
-    w = args.eval_windows
-    mine = {
-        "gptq4": ours(base, tok, v / "gptq4", ["gptq"], args.samples, w, act_order=True),
-        "rtn4": ours(base, tok, v / "rtn4", ["rtn"], args.samples, w),
-        "gptq3": ours(base, tok, v / "gptq3", ["gptq"], args.samples, w, act_order=True, bits=3),
-        "rtn3": ours(base, tok, v / "rtn3", ["rtn"], args.samples, w, bits=3),
-        "sparsegpt": ours(base, tok, v / "sparsegpt", ["sparsegpt"], args.samples, w),
-        "wanda": ours(base, tok, v / "wanda", ["wanda"], args.samples, w),
-        "int8": ours(base, tok, v / "int8", ["int8"], args.samples, w),
-        "smoothquant": ours(base, tok, v / "smoothquant", ["smoothquant"], args.samples, w),
-    }
-    peers = {r: peer_llmc(r, base, calib, tok, w) for r in LLMC_RECIPES}
-    peers["int8wo"] = peer_torchao("Int8WeightOnlyConfig", base, tok, w)
-    peers["w8a8"] = peer_torchao("Int8DynamicActivationInt8WeightConfig", base, tok, w)
-
-    b = mine["gptq4"]["base"]
-    print(f"\nbase: cpu_2m, {args.steps} steps of {args.batch} x 256 tokens, held-out ppl {b['val_perplexity']:.3f}, {b['val_bits_per_byte']:.4f} bits/byte, "
-          f"{b['size_bytes']:,} bytes; calibration {args.samples} x {seq} tokens; {w} eval windows")
-    bp = b["val_perplexity"]
-    print(_row("GPTQ int4 g128 (W4A16)", bp, mine["gptq4"], peers["gptq_w4a16"], "llm-compressor"))
-    print(_row("GPTQ int3 g128 (W3A16)", bp, mine["gptq3"], peers["gptq_w3a16"], "llm-compressor"))
-    print(_row("SparseGPT 50% unstructured", bp, mine["sparsegpt"], peers["sparsegpt_50"], "llm-compressor"))
-    print(_row("Wanda 50% unstructured", bp, mine["wanda"], peers["wanda_50"], "llm-compressor"))
-    print(_row("int8 weight-only per channel", bp, mine["int8"], peers["int8wo"], "torchao"))
-    print(_row("W8A8 (ours: SmoothQuant a=0.5)", bp, mine["smoothquant"], peers["w8a8"], "torchao"))
-    for bits in (4, 3):
-        g, r = mine[f"gptq{bits}"]["ppl"] - bp, mine[f"rtn{bits}"]["ppl"] - bp
-        print(f"GPTQ vs round-to-nearest at {bits} bits: ppl increase {g:+.3f} vs {r:+.3f} -> "
-              f"{'GPTQ better' if g < r else 'GPTQ NOT better'} (ratio {g / r if r else float('nan'):.2f})")
-    print("\nzeros in the block Linears: " + ", ".join(
-        f"ours {k} {mine[k]['sparsity_linear']:.3f}" for k in ("sparsegpt", "wanda")) + ", " + ", ".join(
-        f"llm-compressor {k} {peers[k]['sparsity_linear']:.3f}" for k in ("sparsegpt_50", "wanda_50")))
-    print("latency ms/token (greedy, 32 tokens, no KV cache): base {:.2f}; ".format(b["latency_ms_per_token"]) + "; ".join(
-        f"ours {k} {mine[k]['latency_ms']:.2f}" for k in ("int8", "gptq4", "smoothquant")) + "; " + "; ".join(
-        f"torchao {k} {peers[k]['latency_ms']:.2f}" for k in ("int8wo", "w8a8")))
-    print("compression s: " + ", ".join(f"ours {k} {m['seconds']:.1f}" for k, m in mine.items()) + "; " + ", ".join(
-        f"{k} {p['compression_s']:.1f}" for k, p in peers.items()))
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    tok = args.tokens or build_data(work)
+    cfg = model_config(TokenData(tok).vocab_size, args.seq_len)
+    base = train_base(tok, work / "base", args.steps, args.batch, cfg)
+    calib = work / "calibration.pt"
+    torch.save(calibration_ids(tok, args.samples, cfg.max_seq_len, 1234), calib)  # the windows our stage picks
+    mine = run_ours(base, tok, work, args.samples, args.eval_windows)
+    peers = {}
+    if not args.no_llmcompressor:
+        peers = {r: peer_llmc(r, base, calib, tok, args.eval_windows, work) for r in LLMC_RECIPES}
+    peers["int8wo"] = peer_torchao("Int8WeightOnlyConfig", base, tok, args.eval_windows)
+    peers["w8a8"] = peer_torchao("Int8DynamicActivationInt8WeightConfig", base, tok, args.eval_windows)
+    report(args, mine, peers, cfg.max_seq_len)
     return 0
 
 
