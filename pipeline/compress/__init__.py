@@ -148,15 +148,46 @@ def _settings(cfg: Config) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in ("threads", "progress")}
 
 
+def _calibration(cfg: Config, inputs: dict[str, Path], compressed, log):
+    """Calibration token windows when a method needs them (None otherwise), checked first."""
+    from pipeline.compress.calibrate import calibration_ids
+    from pipeline.compress.methods import METHODS
+
+    calibrated = [m for m in cfg.methods if METHODS[m].calibrated]
+    if not calibrated:
+        return None
+    if not inputs.get("tokens"):
+        raise StageError(f"compress.methods={cfg.methods}: {calibrated} need calibration text: wire the "
+                         "'tokens' input to a tokenize directory")
+    limit = compressed.cfg.max_seq_len
+    ids = calibration_ids(Path(inputs["tokens"]), cfg.calibration_samples,
+                          min(cfg.calibration_seq_len or limit, limit), cfg.seed)
+    log.info("calibration: %d windows of %d train tokens", *ids.shape)
+    return ids
+
+
+def _save(out: Path, model, model_dir: Path, cfg: Config, ctx) -> dict:
+    """The model directory, compression.json and hf/; -> the replaced layers and the export's note."""
+    from pipeline.compress import export
+    from pipeline.model.io import COMPRESSION, TOKENIZER, TOKENIZER_META, save_model_dir
+    from pipeline.model.quantized import layer_entry
+
+    layers = {n: e for n, m in model.named_modules() if (e := layer_entry(m)) is not None}
+    layout = {"methods": cfg.methods, "settings": _settings(cfg), "layers": layers, **ctx.layout,
+              "errors": ctx.errors}
+    meta = model_dir / TOKENIZER_META
+    save_model_dir(out, model, model_dir / TOKENIZER, meta if meta.is_file() else None, hf=False)
+    (out / COMPRESSION).write_text(json.dumps(layout, indent=1))
+    return {"layers_replaced": len(layers), "hf_export": export.export(model, out / TOKENIZER, out / "hf")}
+
+
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     import torch
 
-    from pipeline.compress import export, measure
-    from pipeline.compress.calibrate import calibration_ids
+    from pipeline.compress import measure
     from pipeline.compress.methods import METHODS, Context, check_layers
     from pipeline.core.tokens import TokenData
-    from pipeline.model.io import COMPRESSION, TOKENIZER, TOKENIZER_META, load_model, save_model_dir
-    from pipeline.model.quantized import layer_entry
+    from pipeline.model.io import COMPRESSION, load_model
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -167,17 +198,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     model = load_model(model_dir)
     compressed = _student_on_meta(model, cfg) if "distill" in cfg.methods else model
     check_layers(compressed, cfg)
-    calibrated = [m for m in cfg.methods if METHODS[m].calibrated]
-    if calibrated and not inputs.get("tokens"):
-        raise StageError(f"compress.methods={cfg.methods}: {calibrated} need calibration text: wire the "
-                         "'tokens' input to a tokenize directory")
+    ids = _calibration(cfg, inputs, compressed, log)
     data = TokenData(inputs["tokens"]) if inputs.get("tokens") else None
-    ids = None
-    if calibrated:
-        limit = compressed.cfg.max_seq_len
-        ids = calibration_ids(Path(inputs["tokens"]), cfg.calibration_samples,
-                              min(cfg.calibration_seq_len or limit, limit), cfg.seed)
-        log.info("calibration: %d windows of %d train tokens", *ids.shape)
 
     base = measure.measure(model, model_dir, data, cfg)
     log.info("base: %s", json.dumps(base))
@@ -188,20 +210,11 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
         with torch.no_grad() if name != "distill" else contextlib.nullcontext():
             model = METHODS[name].apply(model, ctx) or model
     compression_s = time.time() - started
+    saved = _save(out, model, model_dir, cfg, ctx)
 
-    layers = {n: e for n, m in model.named_modules() if (e := layer_entry(m)) is not None}
-    layout = {"methods": cfg.methods, "settings": _settings(cfg), "layers": layers, **ctx.layout,
-              "errors": ctx.errors}
-    meta = model_dir / TOKENIZER_META
-    save_model_dir(out, model, model_dir / TOKENIZER, meta if meta.is_file() else None, hf=False)
-    (out / COMPRESSION).write_text(json.dumps(layout, indent=1))
-    hf = export.export(model, out / TOKENIZER, out / "hf")
-
-    reloaded = load_model(out)  # the figures describe what was written, loaded as readers load it
-    variant = measure.measure(reloaded, out, data, cfg)
+    variant = measure.measure(load_model(out), out, data, cfg)  # what was written, loaded as readers load it
     stats = {"methods": cfg.methods, "compression_s": round(compression_s, 3), **variant, "base": base,
-             "size_ratio": round(variant["size_bytes"] / base["size_bytes"], 4), "hf_export": hf,
-             "layers_replaced": len(layers)}
+             "size_ratio": round(variant["size_bytes"] / base["size_bytes"], 4), **saved}
     if data is not None:
         stats["bits_per_byte_increase"] = variant["val_bits_per_byte"] - base["val_bits_per_byte"]
         stats["perplexity_increase"] = variant["val_perplexity"] - base["val_perplexity"]
