@@ -215,3 +215,14 @@ def test_student_settings_are_checked_before_training(model_dir, token_dir, tmp_
         compress(model_dir, token_dir, tmp_path / "a", methods=["distill"], student={"layers": 1})
     with pytest.raises(StageError, match="needs the teacher's widths"):
         compress(model_dir, token_dir, tmp_path / "b", methods=["distill"], student={"d_model": 64, "d_mlp": 128})
+
+
+def test_evaluate_loads_a_compressed_variant_natively(gptq_dir, model_dir):
+    from pipeline.evaluate.models import load_lm
+
+    lm, how = load_lm(gptq_dir, batch_size=4)
+    base, _ = load_lm(model_dir, batch_size=4)
+    text = ["The old man sees the green field. A dog follows the king."]
+    assert how == "native"
+    got, ref = lm.loglikelihood_rolling(text)[0], base.loglikelihood_rolling(text)[0]
+    assert got != ref and abs(got - ref) < 0.1 * abs(ref)
