@@ -1,7 +1,5 @@
-"""Fuzzing profile: a few hundred examples per target in CI (the same ones every run), more on request.
-
-    LMDAG_FUZZ_EXAMPLES=20000 python -m pytest tests/fuzz      a long, randomised run
-
+"""Fuzzing profile: a few hundred examples per target in CI (the same ones every run). Setting
+LMDAG_FUZZ_EXAMPLES to a larger number gives a longer run with fresh random inputs each time.
 The number of inputs each target ran is printed at the end of the session.
 """
 import os
