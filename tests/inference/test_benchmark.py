@@ -1,7 +1,10 @@
 """benchmarks/generate.py runs end to end (tiny settings; the numbers are the benchmark's business)."""
+import pytest
+
 from benchmarks import generate
 
 
+@pytest.mark.slow  # builds a 1.7M-parameter model, its HF export and GGUF, and a server: ~30 s on 2 cores
 def test_the_generation_benchmark_runs_and_prints_its_ratios(capsys):
     generate.main(["--new-tokens", "3", "--rounds", "1", "--clients", "2"])
     out = capsys.readouterr().out
