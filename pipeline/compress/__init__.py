@@ -14,6 +14,8 @@ plain Llama checkpoint otherwise: export.py). stats.json has size on disk, bits 
 parameters and nonzeros, held-out perplexity and bits-per-byte (pretraining's protocol), CPU
 latency per token and compression time — for the variant and for the base model it came from.
 
+    python -m pipeline compress in=results/pretrain/<key> in.tokens=results/tokenize/<key> out=int4/ methods=[gptq]
+
 From Python:  execute("compress", {"methods": ["gptq"]}, {"model": model_dir, "tokens": tok_dir}, out)
 """
 from __future__ import annotations

@@ -226,3 +226,13 @@ def test_evaluate_loads_a_compressed_variant_natively(gptq_dir, model_dir):
     assert how == "native"
     got, ref = lm.loglikelihood_rolling(text)[0], base.loglikelihood_rolling(text)[0]
     assert got != ref and abs(got - ref) < 0.1 * abs(ref)
+
+
+def test_the_command_line_compresses_a_users_model(model_dir, token_dir, tmp_path):
+    from pipeline.__main__ import main
+
+    out = tmp_path / "int4"
+    assert main(["compress", f"in={model_dir}", f"in.tokens={token_dir}", f"out={out}", "methods=[gptq]",
+                 "calibration_samples=8", "eval_windows=4", "latency_tokens=2", "progress=false"]) == 0
+    assert isinstance(load_model(out).blocks[0].attn.v_proj, QuantLinear)
+    assert json.loads((out / "stats.json").read_text())["methods"] == ["gptq"]
