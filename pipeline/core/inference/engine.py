@@ -98,16 +98,17 @@ class Engine:
                  offloader=None, kv_heads: int | None = None):
         """``kv_heads``: key/value heads this process holds (fewer under tensor parallelism)."""
         self.cfg = cfg or EngineConfig()
-        self.model = model.eval()
+        # The model runs on cfg.device; with an offloader it has placed the model already.
+        self.model = (model if offloader is not None else model.to(self.cfg.device)).eval()
         self.tokenizer = tokenizer
         self.eos_id = eos_id
         self.offloader = offloader
         mc = model.cfg
         self.context = mc.max_seq_len
-        self.device = model.embed.weight.device
+        self.device = self.model.embed.weight.device
         tokens = self.cfg.kv_cache_tokens or self.cfg.max_batch * self.context
         self.cache = PagedKVCache(mc.n_layer, kv_heads or mc.n_kv_head, mc.head_dim, -(-tokens // self.cfg.block_size),
-                                  self.cfg.block_size, model.embed.weight.dtype, self.device, self.cfg.prefix_sharing)
+                                  self.cfg.block_size, self.model.embed.weight.dtype, self.device, self.cfg.prefix_sharing)
         # From the model directory: bos/eos/pad strings for chat templates, and the chat role
         # markers, which end an assistant's turn when it starts another.
         self.special_token_strings: dict[str, str] = {}

@@ -88,7 +88,10 @@ def main(argv: list[str]) -> int:
         if args.device.startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(args.device)
-        eng = engine(args.model)
+        from pipeline.core.inference.engine import EngineConfig
+
+        eng = engine(args.model, EngineConfig(device=args.device, block_size=args.block_size, max_batch=args.max_batch,
+                                              kv_cache_tokens=args.kv_cache_tokens))
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, seed=args.seed if args.seed is not None else 0, stop=args.stop)
         outs = eng.generate(args.prompt, params)
