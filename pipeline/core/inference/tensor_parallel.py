@@ -64,7 +64,7 @@ def shard(model, rank: int, world: int):
     return model
 
 
-def engine(model_dir, cfg=None):
+def engine(model_dir, cfg=None, kernels: str | None = None):
     """This process's engine over its shard (call after init_process_group)."""
     from tokenizers import Tokenizer
 
@@ -73,7 +73,7 @@ def engine(model_dir, cfg=None):
 
     cfg = cfg or EngineConfig()
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = shard(load_model(model_dir, device=cfg.device).requires_grad_(False), rank, world)
+    model = shard(load_model(model_dir, device=cfg.device, kernels=kernels).requires_grad_(False), rank, world)
     tok = Tokenizer.from_file(os.path.join(model_dir, TOKENIZER))
     return Engine(model, tok, cfg, special_token_ids(model_dir).get("eos"), kv_heads=model.cfg.n_kv_head // world)
 
@@ -83,6 +83,9 @@ def main(argv: list[str]) -> int:
     from pipeline.core.inference.sampling import SamplingParams
 
     args = parse(argv, GenerateArgs)
+    if args.device_budget_mb or args.chat or args.stream:
+        raise StageError("tensor-parallel generate takes plain prompts: device_budget_mb, chat and stream "
+                         "are for the one-process generate command")
     dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     try:
         if args.device.startswith("cuda"):
@@ -91,7 +94,7 @@ def main(argv: list[str]) -> int:
         from pipeline.core.inference.engine import EngineConfig
 
         eng = engine(args.model, EngineConfig(device=args.device, block_size=args.block_size, max_batch=args.max_batch,
-                                              kv_cache_tokens=args.kv_cache_tokens))
+                                              kv_cache_tokens=args.kv_cache_tokens), args.kernels)
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, seed=args.seed if args.seed is not None else 0, stop=args.stop)
         outs = eng.generate(args.prompt, params)
