@@ -53,6 +53,8 @@ def test_the_command_line_module_runs_and_explains_itself(model_dir, repo):
     (["model={d}", "prompt=hi", "stream=maybe"], "expected true or false"),
     (["model={d}", "prompt=hi", "chat=true"], "no chat template"),
     (["model={d}", "prompt=" + "fox " * 200], "context is 96 tokens"),
+    (["model={d}", "prompt=a", "prompt=b", "stream=true"], "give one prompt"),
+    (["model={d}", "prompt=a", "system=be brief"], "add chat=true"),
 ])
 def test_generate_errors_name_the_argument(plain_model_dir, argv, message):
     with pytest.raises(StageError, match=message):

@@ -119,6 +119,10 @@ def generate_main(argv: list[str]) -> int:
     args = parse(argv, GenerateArgs)
     if not args.prompt:
         raise StageError('prompt="..." is required')
+    if args.stream and len(args.prompt) > 1:
+        raise StageError("stream=true prints one completion as it is made: give one prompt")
+    if args.system and not args.chat:
+        raise StageError("system=... is a chat message: add chat=true")
     try:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, seed=args.seed, stop=args.stop)
@@ -129,7 +133,7 @@ def generate_main(argv: list[str]) -> int:
     if args.chat:
         params.stop_token_ids = list(engine.chat_stop_ids)
     try:
-        if args.stream and len(prompts) == 1:
+        if args.stream:
             if not args.chat:
                 print(args.prompt[0], end="", flush=True)
             for delta in engine.stream(prompts[0], params):
