@@ -106,6 +106,7 @@ def test_bad_requests_get_4xx_with_openai_error_bodies_between_good_ones(client,
         (dict(prompt="the quick", temperature=-1), openai.BadRequestError, "temperature"),
         (dict(prompt="the quick", model="gpt-4"), openai.NotFoundError, "'gpt-4' does not exist"),
         (dict(prompt="the quick", n=3), openai.BadRequestError, "n=1"),
+        (dict(prompt=[5, 10**6]), openai.BadRequestError, r"token ids must be in \[0, 384\)"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message) as info:

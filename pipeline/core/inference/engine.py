@@ -154,6 +154,9 @@ class Engine:
         ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids or (isinstance(prompt, str) and not prompt):
             raise ValueError("the prompt is empty")
+        vocab = self.model.cfg.vocab_size
+        if any(not 0 <= t < vocab for t in ids):  # would fail the whole batch's step, not just this one
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
         if len(ids) >= self.context:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is {self.context} tokens "
                              "(prompt + at least one new token must fit)")
