@@ -38,6 +38,8 @@ def test_greedy_rows_take_the_argmax_and_seeds_repeat():
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
     greedy = SamplingParams(temperature=0)
     assert sample(logits, [greedy] * 3, [None] * 3) == logits.argmax(-1).tolist()
+    tiny = SamplingParams(temperature=1e-9)  # logits / 1e-9 would overflow: treated as greedy
+    assert sample(logits * 1e32, [tiny] * 3, [None] * 3) == logits.argmax(-1).tolist()
     p = SamplingParams(temperature=1.0, seed=5)
     a = [sample(logits[:1], [p], [g])[0] for g in [p.generator("cpu")] * 10]
     b = [sample(logits[:1], [p], [g])[0] for g in [p.generator("cpu")] * 10]

@@ -43,7 +43,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        # Below vLLM's 1e-5 the scaled logits can overflow to inf: sampling would be argmax anyway.
+        return self.temperature < 1e-5
 
     def generator(self, device) -> torch.Generator:
         seed = self.seed if self.seed is not None else random.getrandbits(63)
