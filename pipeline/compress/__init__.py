@@ -146,6 +146,26 @@ def _student_on_meta(teacher, cfg: Config):
         return Transformer(student)
 
 
+def variant_label(cfg: Config) -> str:
+    """A short name for the report: each method with the settings that tell variants apart."""
+    parts = []
+    for m in cfg.methods:
+        if m in ("rtn", "gptq", "awq"):
+            m += f" int{cfg.bits}" + (f" g{cfg.group_size}" if cfg.group_size else "") + ("" if cfg.symmetric else " asym")
+        elif m in ("magnitude", "wanda", "sparsegpt"):
+            m += f" {cfg.pattern}" if cfg.pattern != "unstructured" else f" {cfg.sparsity:.0%}"
+        elif m == "svd":
+            m += f" rank {cfg.rank}" if cfg.rank else f" energy {cfg.energy:g}"
+        elif m == "smoothquant":
+            m += f" a={cfg.smooth_alpha:g}"
+        elif m == "share_layers":
+            m += f" x{cfg.share_group}"
+        elif m == "distill":
+            m += " " + ",".join(f"{k}={v}" for k, v in sorted(cfg.student.items()))
+        parts.append(m)
+    return " + ".join(parts)
+
+
 def _settings(cfg: Config) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in ("threads", "progress")}
 
@@ -215,7 +235,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     saved = _save(out, model, model_dir, cfg, ctx)
 
     variant = measure.measure(load_model(out), out, data, cfg)  # what was written, loaded as readers load it
-    stats = {"methods": cfg.methods, "compression_s": round(compression_s, 3), **variant, "base": base,
+    stats = {"methods": cfg.methods, "label": variant_label(cfg), "compression_s": round(compression_s, 3), **variant, "base": base,
              "size_ratio": round(variant["size_bytes"] / base["size_bytes"], 4), **saved}
     if data is not None:
         stats["bits_per_byte_increase"] = variant["val_bits_per_byte"] - base["val_bits_per_byte"]

@@ -25,7 +25,48 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32, unpack_from_int32
+
+# compressed-tensors' dense int32 packing (pack_to_int32 / unpack_from_int32), bit for bit
+# (tests/compress/test_quantized.py checks it against the library): importing the library's
+# helpers pulls in transformers and torchao, 43 s on our shared 2-core machine against 9 s
+# for torch alone, and every reader of a quantized model would pay it.
+def pack_to_int32(q: torch.Tensor, bits: int, packed_dim: int = 1) -> torch.Tensor:
+    """int8 codes (rows, cols) -> int32 words: element i of a row at bits [i*b, (i+1)*b),
+    offset to unsigned by 2^(b-1); 32 elements fill exactly ``bits`` words."""
+    if packed_dim == 0:
+        return pack_to_int32(q.T, bits).T.contiguous()
+    rows, cols = q.shape
+    u = q.to(torch.int64) + (1 << (bits - 1))
+    u = F.pad(u, (0, -cols % 32)).reshape(rows, -1, 32)
+    words = torch.zeros(rows, u.shape[1], bits + 1, dtype=torch.int64)
+    for e in range(32):
+        word, offset = divmod(e * bits, 32)
+        words[:, :, word] |= u[:, :, e] << offset  # bits past 32 spill into the next word below
+        words[:, :, word + 1] |= u[:, :, e] >> (32 - offset)
+    words = words[:, :, :bits] & 0xFFFFFFFF
+    words = torch.where(words >= 1 << 31, words - (1 << 32), words)  # as int32 two's complement
+    return words.reshape(rows, -1)[:, :-(-cols * bits // 32)].to(torch.int32).contiguous()
+
+
+def unpack_from_int32(packed: torch.Tensor, bits: int, shape, packed_dim: int = 1) -> torch.Tensor:
+    """The inverse of pack_to_int32: int8 codes of ``shape``."""
+    if packed_dim == 0:
+        return unpack_from_int32(packed.T, bits, (shape[1], shape[0])).T.contiguous()
+    rows, cols = int(shape[0]), int(shape[1])
+    words = packed.to(torch.int64) & 0xFFFFFFFF
+    groups = -(-cols // 32)
+    words = F.pad(words, (0, groups * bits - words.shape[1] + 1)).reshape(rows, -1)
+    words = words[:, :groups * bits + 1]
+    mask = (1 << bits) - 1
+    out = torch.empty(rows, groups, 32, dtype=torch.int64)
+    for e in range(32):
+        word, offset = divmod(e * bits, 32)
+        idx = torch.arange(groups) * bits + word
+        value = words[:, idx] >> offset
+        if offset + bits > 32:
+            value |= words[:, idx + 1] << (32 - offset)
+        out[:, :, e] = value & mask
+    return (out.reshape(rows, -1)[:, :cols] - (1 << (bits - 1))).to(torch.int8)
 
 
 def qrange(bits: int) -> tuple[int, int]:

@@ -70,3 +70,20 @@ def test_low_rank_linear_applies_up_times_down():
     m = LowRankLinear(64, 32, 8)
     x = torch.randn(2, 64)
     torch.testing.assert_close(m(x), x @ (m.up.weight @ m.down.weight).T)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 7, 8])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_our_packing_is_compressed_tensors_bit_for_bit(bits, dim):
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32 as ct_pack
+    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32 as ct_unpack
+
+    from pipeline.model.quantized import pack_to_int32, unpack_from_int32
+
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    q = torch.randint(lo, hi + 1, (37, 200), dtype=torch.int8, generator=torch.Generator().manual_seed(bits))
+    q[0, :5] = torch.tensor([lo, hi, 0, lo, hi], dtype=torch.int8)
+    ours = pack_to_int32(q, bits, packed_dim=dim)
+    torch.testing.assert_close(ours, ct_pack(q, bits, packed_dim=dim), rtol=0, atol=0)
+    torch.testing.assert_close(unpack_from_int32(ours, bits, q.shape, packed_dim=dim), q, rtol=0, atol=0)
+    torch.testing.assert_close(ct_unpack(ours, bits, q.shape, packed_dim=dim), q, rtol=0, atol=0)

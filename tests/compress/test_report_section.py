@@ -25,7 +25,7 @@ def test_table_has_the_base_once_and_every_variant_and_a_frontier_plot(tmp_path)
                   out=tmp_path / "report", cfg=None)
     blocks = section.render(ctx)
     table = next(b for b in blocks if isinstance(b, Table))
-    assert [r[0] for r in table.rows] == ["base", "int8", "wanda+gptq"]
+    assert [r[0] for r in table.rows] == ["base", "int8", "wanda + gptq"]
     assert table.rows[1][1] == "compress_int8 (aaaaaaaaaaaa)"
     assert table.rows[2][table.headers.index("bits/byte")] == 1.6
     assert any(isinstance(b, Figure) and b.png.startswith(b"\x89PNG") for b in blocks)

@@ -35,6 +35,7 @@ def test_gptq_variant_is_a_smaller_model_directory_with_every_figure(gptq_dir, m
     assert stats["size_bytes"] < 0.5 * base["size_bytes"]
     # 4-bit codes + one fp32 scale per 128 weights = 4.25 bits in the quantized layers
     assert stats["linear_bits_per_weight"] == 4.25 and stats["layers_replaced"] == 14
+    assert stats["label"] == "gptq int4 g128"
     assert stats["params"] == base["params"]
     assert abs(stats["val_bits_per_byte"] - base["val_bits_per_byte"]) < 0.1
     layout = json.loads((gptq_dir / "compression.json").read_text())
@@ -100,7 +101,7 @@ def test_pruned_variants_report_nonzeros(method, model_dir, token_dir, tmp_path)
     w = model.blocks[1].attn.o_proj.weight
     assert float((w == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
     assert stats["nonzeros"] < stats["base"]["nonzeros"] - 0.4 * 14 * 128 * 128
-    assert stats["params"] == stats["base"]["params"]
+    assert stats["params"] == stats["base"]["params"] and stats["label"] == f"{method} 50%"
 
 
 def test_low_rank_by_energy_and_by_rank(model_dir, token_dir, tmp_path):
@@ -184,7 +185,7 @@ def test_distillation_trains_a_smaller_student_through_the_shared_loop(model_dir
     layout = json.loads((tmp_path / "d" / "compression.json").read_text())
     assert layout["distill"]["training"]["steps"] == 12
     assert layout["distill"]["training"]["teacher_blocks_copied"] == [1]
-    assert stats["params"] < stats["base"]["params"]
+    assert stats["params"] < stats["base"]["params"] and stats["label"] == "distill n_layer=1 + int8"
     records = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "kl" in r]
     assert len(losses) == 4 and all(r["kl"] >= 0 and r["ce"] > 0 for r in losses)

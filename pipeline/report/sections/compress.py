@@ -12,7 +12,7 @@ EXPLAIN = (
 
 
 def variant_label(stats: dict) -> str:
-    return "+".join(stats.get("methods") or ["?"])
+    return stats.get("label") or " + ".join(stats.get("methods") or ["?"])
 
 
 def _rows(runs, ctx):
