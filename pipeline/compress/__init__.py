@@ -218,6 +218,9 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
         raise StageError(f"compress: {model_dir} is already compressed ({COMPRESSION}); "
                          "chain the methods in one step (compress.methods=[...]) on the uncompressed model")
     model = load_model(model_dir)
+    if getattr(model.cfg, "virtual_tokens", 0):
+        raise StageError(f"compress: {model_dir} has learned prompt/prefix tokens (prompt tuning); the "
+                         "calibration pass and the hf/ export do not model them: compress the base model")
     compressed = _student_on_meta(model, cfg) if "distill" in cfg.methods else model
     check_layers(compressed, cfg)
     ids = _calibration(cfg, inputs, compressed, log)

@@ -19,15 +19,15 @@ def _stored_bytes(module: nn.Module) -> int:
 
 def counts(model) -> dict:
     """Parameters (a shared or tied tensor once; a quantized weight as the weights it encodes;
-    low-rank factors as their own sizes), nonzeros of the weights applied, and bits per weight
-    of the block Linears as stored (codes + scales + zero points)."""
+    low-rank factors as their own sizes), how many of them are not 0, and bits per weight of
+    the block Linears as stored (codes + scales + zero points)."""
     params = nonzeros = linear_weights = linear_bytes = 0
     seen = set()
     for module in model.modules():  # modules() visits a shared block once
         if isinstance(module, (QuantLinear, LowRankLinear)):
-            w = dense_weight(module)
-            params += w.numel() if isinstance(module, QuantLinear) else sum(p.numel() for p in module.parameters())
-            nonzeros += int(torch.count_nonzero(w))
+            stored = [dense_weight(module)] if isinstance(module, QuantLinear) else list(module.parameters())
+            params += sum(t.numel() for t in stored)
+            nonzeros += sum(int(torch.count_nonzero(t)) for t in stored)
             linear_weights += module.in_features * module.out_features
             linear_bytes += _stored_bytes(module)
             seen.update(id(p) for p in module.parameters())
