@@ -133,9 +133,9 @@ def _tokenizer(writer, model_dir: Path, cfg) -> None:
             add(ids[key])
     writer.add_add_bos_token(ids.get("bos") is not None)  # training documents start with BOS
     writer.add_add_eos_token(False)
-    from pipeline.core.inference.chat import find_chat_template
+    from pipeline.core.chat import find_template
 
-    template = find_chat_template(model_dir)
+    template = find_template(model_dir)
     if template:
         writer.add_chat_template(template)
 

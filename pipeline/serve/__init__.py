@@ -114,7 +114,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     import torch
 
     from pipeline.core.inference import Engine, EngineConfig
-    from pipeline.core.inference.chat import find_chat_template
+    from pipeline.core.chat import find_template
     from pipeline.core.inference.server import Server
     from pipeline.model.gguf import export_gguf
 
@@ -125,7 +125,7 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     log.info("GGUF (%s): %d bytes", cfg.gguf_dtype, gguf.stat().st_size)
     engine = Engine.from_dir(model_dir, EngineConfig(block_size=cfg.block_size, max_batch=cfg.max_batch))
     name = model_dir.name
-    server = Server(engine, name, "127.0.0.1", 0, find_chat_template(model_dir), engine.special_token_strings,
+    server = Server(engine, name, "127.0.0.1", 0, find_template(model_dir), engine.special_token_strings,
                     engine.chat_stop_ids).start()
     try:
         checked = check(server, cfg, log)

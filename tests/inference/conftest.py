@@ -46,9 +46,13 @@ def tokenizer_dir(tmp_path_factory):
     return d
 
 
-def write_model_dir(path, tokenizer_dir, model=None, hf=False, **kw):
+def write_model_dir(path, tokenizer_dir, model=None, hf=False, chat_tokens=True, **kw):
+    """``chat_tokens=False``: a tokenizer meta without chat markers, so no chat template can be
+    derived for the directory (pipeline.core.chat.find_template builds one from them)."""
     model = model or random_model(**kw)
     meta = json.loads((tokenizer_dir / "meta.json").read_text())
+    if not chat_tokens:
+        meta["special_tokens"].pop("chat")
     save_model_dir(path, model, tokenizer_dir / "tokenizer.json", meta, hf=hf)
     return path
 
@@ -60,5 +64,5 @@ def model_dir(tmp_path_factory, tokenizer_dir):
 
 @pytest.fixture(scope="session")
 def plain_model_dir(tmp_path_factory, tokenizer_dir):
-    """A base model with no chat template anywhere (no hf/ export, whose tokenizer files may carry one)."""
-    return write_model_dir(tmp_path_factory.mktemp("plain"), tokenizer_dir, hf=False)
+    """A model with no chat template anywhere (no hf/ export, no chat markers to build one from)."""
+    return write_model_dir(tmp_path_factory.mktemp("plain"), tokenizer_dir, hf=False, chat_tokens=False)

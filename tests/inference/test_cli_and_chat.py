@@ -9,7 +9,8 @@ import torch
 
 from pipeline.core.errors import StageError
 from pipeline.core.inference import Engine, SamplingParams
-from pipeline.core.inference.chat import find_chat_template, render_chat
+from pipeline.core.chat import find_template
+from pipeline.core.inference.chat import render_chat
 from pipeline.core.inference.cli import generate_main, main
 from tests.inference.test_server import TEMPLATE
 
@@ -72,7 +73,7 @@ def test_chat_rendering_equals_transformers_apply_chat_template(model_dir, tmp_p
     tok.save_pretrained(hf_dir)  # writes chat_template.jinja as fine-tuning would
     messages = [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "Tell me about the fox."},
                 {"role": "assistant", "content": "It is quick."}, {"role": "user", "content": "And the dog?"}]
-    template = find_chat_template(tmp_path)
+    template = find_template(tmp_path)
     assert template == JINJA_TEMPLATE
     ours = render_chat(template, messages, {"bos": "<|bos|>", "eos": "<|endoftext|>"})
     assert ours == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -27,10 +27,10 @@ def chat_model_dir(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(chat_model_dir):
-    from pipeline.core.inference.chat import find_chat_template
+    from pipeline.core.chat import find_template
 
     engine = Engine.from_dir(chat_model_dir)
-    srv = Server(engine, "tiny-chat", port=0, chat_template=find_chat_template(chat_model_dir),
+    srv = Server(engine, "tiny-chat", port=0, chat_template=find_template(chat_model_dir),
                  special_tokens=engine.special_token_strings, chat_stop_ids=engine.chat_stop_ids).start()
     yield srv
     srv.close()

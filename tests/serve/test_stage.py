@@ -34,8 +34,8 @@ def test_serve_step_exports_checks_and_measures(chat_model, tmp_path):
     assert launch["openai_base_url"] == "http://127.0.0.1:8123/v1"
 
 
-def test_a_base_model_is_served_without_the_chat_check(tmp_path, tokenizer_dir):  # noqa: F811
-    d = write_model_dir(tmp_path / "base", tokenizer_dir)
+def test_a_model_without_a_template_is_served_without_the_chat_check(tmp_path, tokenizer_dir):  # noqa: F811
+    d = write_model_dir(tmp_path / "base", tokenizer_dir, chat_tokens=False)
     (tmp_path / "out").mkdir()
     stats = run(Config(clients=2, max_tokens=3, gguf_dtype="q8_0"), {"model": d}, tmp_path / "out",
                 logging.getLogger("t"))

@@ -1,31 +1,14 @@
-"""Chat templates: where a model directory keeps one, and rendering messages with it.
+"""Chat requests: OpenAI-style messages checked and rendered with a model's chat template.
 
-Fine-tuning stores the template the way transformers does, so the same file serves our
-engine and the Hugging Face ecosystem: ``chat_template.jinja`` (transformers 5) in the model
-directory or its ``hf/`` export, else the ``chat_template`` key of ``tokenizer_meta.json`` or
-of the export's ``tokenizer_config.json`` (older transformers). A model without one (a base
-model) has no chat format: chat requests are refused rather than guessed. Rendering is transformers' own (the sandboxed Jinja environment of
-``apply_chat_template``), so a prompt is byte-for-byte what ``apply_chat_template`` makes.
+Where a model directory keeps its template is ``pipeline.core.chat.find_template``'s
+business (chat_template.jinja, the tokenizer meta, or the tokenizer's reserved chat tokens);
+a directory with none gets its chat requests refused rather than guessed. Rendering is
+transformers' own (the sandboxed Jinja environment of ``apply_chat_template``), so a prompt
+is byte-for-byte what ``apply_chat_template`` makes.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 ROLES = ("system", "user", "assistant", "tool", "developer")
-
-
-def find_chat_template(model_dir) -> str | None:
-    model_dir = Path(model_dir)
-    for jinja in (model_dir / "chat_template.jinja", model_dir / "hf" / "chat_template.jinja"):
-        if jinja.is_file():
-            return jinja.read_text(encoding="utf-8")
-    for config in (model_dir / "tokenizer_meta.json", model_dir / "hf" / "tokenizer_config.json"):
-        if config.is_file():
-            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
-            if isinstance(template, str) and template:
-                return template
-    return None
 
 
 def check_messages(messages) -> list[dict]:

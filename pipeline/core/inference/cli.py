@@ -100,9 +100,10 @@ def _print_usage(argv) -> bool:
 
 
 def _chat_prompt(engine, args: GenerateArgs, user: str) -> list[int]:
-    from pipeline.core.inference.chat import find_chat_template, render_chat
+    from pipeline.core.chat import find_template
+    from pipeline.core.inference.chat import render_chat
 
-    template = find_chat_template(args.model)
+    template = find_template(args.model)
     if template is None:
         raise StageError(f"{args.model}: chat=true, but the model has no chat template "
                          "(chat_template.jinja or tokenizer_config.json; fine-tuning adds one)")
@@ -148,7 +149,7 @@ def generate_main(argv: list[str]) -> int:
 
 
 def serve_main(argv: list[str]) -> int:
-    from pipeline.core.inference.chat import find_chat_template
+    from pipeline.core.chat import find_template
     from pipeline.core.inference.server import Server
 
     if _print_usage(argv):
@@ -158,7 +159,7 @@ def serve_main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     name = args.name or Path(args.model).resolve().name
     try:
-        server = Server(engine, name, args.host, args.port, find_chat_template(args.model),
+        server = Server(engine, name, args.host, args.port, find_template(args.model),
                         engine.special_token_strings, engine.chat_stop_ids)
     except OSError as err:
         raise StageError(f"serve: cannot listen on {args.host}:{args.port} ({err.strerror}); pick another port=") from None
