@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -175,9 +174,9 @@ def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
         raise StageError(f"checkpoint {path} refused: {why}")
     try:
         state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # weights_only raises UnpicklingError for any object it will not build
         raise StageError(f"checkpoint {path / 'train_state.pt'} refused: it holds more than tensors and "
-                         f"plain values ({str(err).splitlines()[0]})") from None
+                         f"plain values ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     set_model_state_dict(model, load_weights(path / "model.safetensors"), options=FULL_LOAD)
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=FULL_LOAD)
     scheduler.load_state_dict(state["scheduler"])
