@@ -29,6 +29,16 @@ class Config:
     norm_eps: float = 1e-5
     # GPT-2/nanoGPT init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 n_layer).
     init_std: float = 0.02
+    # Learned virtual tokens before every sequence (finetune method=prompt|prefix), at positions
+    # [0, n) with the text from position n, as peft places them. A soft prompt (Lester et al.
+    # 2021) learns their input embeddings; a prefix (Li & Liang 2021, P-tuning v2) learns
+    # their keys and values in every layer. Prefix slots come first when both are set.
+    prompt_tokens: int = 0
+    prefix_tokens: int = 0
+
+    @property
+    def virtual_tokens(self) -> int:
+        return self.prefix_tokens + self.prompt_tokens
 
     @property
     def head_dim(self) -> int:
@@ -46,6 +56,9 @@ class Config:
                              ("kernels", ("auto", "triton", "torch"))):
             if getattr(self, key) not in allowed:
                 problems.append(f"{key} must be one of {'|'.join(allowed)}, got {getattr(self, key)!r}")
+        for key in ("prompt_tokens", "prefix_tokens"):
+            if getattr(self, key) < 0:
+                problems.append(f"{key} must be >= 0, got {getattr(self, key)}")
         if problems:
             raise ValueError("model config: " + "; ".join(problems))
         return self

@@ -113,6 +113,10 @@ def _chat_files(tok, tokenizer_dir: Path, ids: dict, out: Path) -> None:
 
 def export_hf(model: Transformer, tokenizer_json_path: str | Path, out_dir: str | Path) -> Path:
     """Write ``config.json``, ``model.safetensors`` and the tokenizer files into ``out_dir``."""
+    if model.cfg.virtual_tokens:
+        raise ValueError("export_hf: prompt_tokens/prefix_tokens have no transformers equivalent; "
+                         "export the model without them and its virtual tokens as a peft adapter "
+                         "(pipeline/finetune/models.py save_virtual_adapter)")
     from safetensors.torch import save_file
     from transformers import PreTrainedTokenizerFast
 

@@ -11,6 +11,9 @@ compare (the shapes the LLM surveys contrast):
                                     ``prefix_len`` to forward)
     qk_norm    RMSNorm on each query/key head before RoPE (OLMo 2, Qwen3: steadier logits)
     tie_embeddings   share the token embedding with the output head (GPT-2, Llama 3.2 1B)
+    prompt_tokens    a soft prompt: n learned input embeddings before the text (prompt tuning)
+    prefix_tokens    n learned keys and values before the text in every layer (prefix tuning /
+                     P-tuning v2); the text attends to them as to a fully visible prefix
 
 The hot paths (attention, RMSNorm, RoPE, SwiGLU, the loss) go through ``kernels``: plain
 PyTorch on CPU, Triton on CUDA, chosen by ``kernels: auto|triton|torch``.
@@ -54,6 +57,9 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             self.q_norm = RMSNorm(hd, cfg.norm_eps)
             self.k_norm = RMSNorm(hd, cfg.norm_eps)
+        if cfg.prefix_tokens:  # keys as the cache holds them: after RoPE, so they have no position
+            self.prefix_k = nn.Parameter(torch.empty(cfg.n_kv_head, cfg.prefix_tokens, hd))
+            self.prefix_v = nn.Parameter(torch.empty(cfg.n_kv_head, cfg.prefix_tokens, hd))
 
     def forward(self, x, rotary, prefix_len):
         B, T, _ = x.shape
@@ -66,8 +72,16 @@ class Attention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd)
         if rotary is not None:
             q, k = kernels.apply_rotary(q, k, *rotary)
+        if self.cfg.prefix_tokens:  # the prefix slots' keys and values are the learned ones
+            k, v = self.with_prefix(k), self.with_prefix(v, values=True)
         y = kernels.attention(q, k, v, causal=True, prefix_len=prefix_len)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def with_prefix(self, t, values: bool = False):
+        """t (B, Hkv, T, hd) with its first prefix_tokens positions replaced by the learned ones."""
+        learned = (self.prefix_v if values else self.prefix_k).to(t.dtype)
+        P = learned.shape[1]
+        return torch.cat((learned.expand(t.shape[0], -1, -1, -1), t[:, :, P:]), dim=2)
 
 
 class MLP(nn.Module):
@@ -114,21 +128,27 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        if cfg.prompt_tokens:
+            self.prompt = nn.Parameter(torch.empty(cfg.prompt_tokens, cfg.d_model))
         self.build_position_tables()
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+            elif name.endswith(("prompt", "prefix_k", "prefix_v")):  # fine-tuning starts them from real text
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std)
 
     def build_position_tables(self, device=None):
-        """RoPE cos/sin or sinusoidal tables: derived from the config, never trained or saved."""
+        """RoPE cos/sin or sinusoidal tables: derived from the config, never trained or saved.
+        Virtual tokens take the first positions, so the tables reach max_seq_len past them."""
         cfg = self.cfg
+        T = cfg.max_seq_len + cfg.virtual_tokens
         if cfg.pos_emb == "rope":
-            cos, sin = kernels.rotary_cos_sin(cfg.max_seq_len, cfg.head_dim, cfg.rope_base, device=device)
+            cos, sin = kernels.rotary_cos_sin(T, cfg.head_dim, cfg.rope_base, device=device)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         else:
-            table = sinusoidal_table(cfg.max_seq_len, cfg.d_model).to(device)
+            table = sinusoidal_table(T, cfg.d_model).to(device)
             self.register_buffer("pos_table", table, persistent=False)
 
     def _init_weights(self, module):
@@ -167,14 +187,27 @@ class Transformer(nn.Module):
         if prefix_len is not None and self.cfg.attention != "prefix":
             raise ValueError("prefix_len given but the model was configured with attention=causal")
         x = self.embed(idx)
+        n = self.cfg.virtual_tokens
+        if n:  # the virtual tokens go first; the text's own positions start after them
+            x = torch.cat((self.virtual_inputs(B, x.dtype), x), dim=1)
+            prefix_len = None if prefix_len is None else prefix_len + n
         rotary = None
         if self.cfg.pos_emb == "rope":
-            rotary = (self.rope_cos[:T], self.rope_sin[:T])
+            rotary = (self.rope_cos[:n + T], self.rope_sin[:n + T])
         else:
-            x = x + self.pos_table[:T].to(x.dtype)
+            x = x + self.pos_table[:n + T].to(x.dtype)
         for block in self.blocks:
             x = block(x, rotary, prefix_len)
-        return self.norm(x)
+        return self.norm(x[:, n:])
+
+    def virtual_inputs(self, batch: int, dtype) -> torch.Tensor:
+        """Inputs (B, virtual_tokens, d_model) of the virtual positions: zeros in the prefix
+        slots (every layer's keys and values there are replaced), then the soft prompt."""
+        cfg = self.cfg
+        parts = [self.embed.weight.new_zeros(cfg.prefix_tokens, cfg.d_model)]
+        if cfg.prompt_tokens:
+            parts.append(self.prompt)
+        return torch.cat(parts).to(dtype).expand(batch, -1, -1)
 
     def forward(self, idx, targets=None, prefix_len=None):
         """-> (logits (B, T, V), None) without targets; (None, mean loss) with them.
