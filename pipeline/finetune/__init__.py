@@ -2,6 +2,7 @@
 
     python -m pipeline finetune in=results/pretrain/<key> out=sft/                    SFT on the generated tasks
     python -m pipeline finetune in=results/pretrain/<key> out=lora/ method=lora lora.rank=8
+    python -m pipeline finetune in=results/pretrain/<key> out=prompt/ method=prompt virtual_tokens=16
     python -m pipeline finetune in=sft/ out=dpo/ method=dpo dpo.beta=0.1
     python -m pipeline finetune in=sft/ out=rm/ method=reward
     python -m pipeline finetune in=sft/ out=rl/ method=rl                              GRPO on the tasks' answers
@@ -11,6 +12,10 @@ One step per method (``method``):
 
     sft      full fine-tuning on conversations (``messages``), loss on the assistant's tokens only
     lora     the same objective, training only low-rank adapters (peft); merged weights + the adapter
+    prompt   the same objective, training only a soft prompt: virtual_tokens learned input embeddings
+             before every conversation (prompt tuning, Lester et al. 2021)
+    prefix   the same, training only virtual_tokens learned keys and values in every layer (prefix
+             tuning, Li & Liang 2021; P-tuning v2); prompt and prefix models also write a peft adapter
     dpo      direct preference optimisation on (prompt, chosen, rejected) against a frozen reference
     reward   a scalar head on the model, Bradley-Terry loss on the same pairs
     rl       group-relative policy gradient (GRPO / nanochat's chat_rl) on sampled replies
@@ -41,10 +46,12 @@ INPUTS = {
     "reward": Input("a reward model (finetune method=reward) for method=rl with rl.reward=model", optional=True),
 }
 VERSION = "1"
-METHODS = ("sft", "lora", "dpo", "reward", "rl")
+METHODS = ("sft", "lora", "prompt", "prefix", "dpo", "reward", "rl")
 # Peak learning rates when train.lr is 0: full fine-tuning a few times below pretraining's;
-# adapters, which start from zero, take larger steps (LoRA paper); preference and RL steps stay small so the policy keeps near its start.
-METHOD_LR = {"sft": 1e-3, "lora": 5e-3, "dpo": 2e-4, "reward": 1e-3, "rl": 1e-4}
+# adapters, which start from zero, take larger steps (LoRA paper), and so do the few virtual
+# tokens (prompt tuning's papers use 0.3 with Adafactor, peft's examples 3e-2 with AdamW);
+# preference and RL steps stay small so the policy keeps near its start.
+METHOD_LR = {"sft": 1e-3, "lora": 5e-3, "prompt": 1e-2, "prefix": 1e-2, "dpo": 2e-4, "reward": 1e-3, "rl": 1e-4}
 
 
 def _train_defaults() -> TrainConfig:
@@ -98,6 +105,7 @@ class Config:
     train_examples: int = 4000  # builtin: training examples over all tasks; files: at most this many (0 = all)
     heldout_examples: int = 50  # held-out problems per task scored before and after (0 = skip)
     packing: bool = False  # concatenate examples into full rows instead of padding each batch
+    virtual_tokens: int = 16  # method=prompt|prefix: learned virtual tokens before every conversation
     seed: int = 1234
     train: TrainConfig = field(default_factory=_train_defaults)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -124,6 +132,8 @@ class Config:
             problems.append(f"finetune.safety.mix must be in [0, 1), got {self.safety.mix}")
         if self.dpo.beta <= 0:
             problems.append(f"finetune.dpo.beta must be > 0, got {self.dpo.beta}")
+        if self.method in ("prompt", "prefix") and self.virtual_tokens < 1:
+            problems.append(f"finetune.virtual_tokens must be >= 1 for method={self.method}, got {self.virtual_tokens}")
         if self.lora.rank < 1:
             problems.append(f"finetune.lora.rank must be >= 1, got {self.lora.rank}")
         if problems:

@@ -16,7 +16,8 @@ from pipeline.core.train import metrics
 from pipeline.core.train.loop import Trained, publish_run_files, throughput
 from pipeline.finetune import batches as B
 from pipeline.finetune import losses, replies
-from pipeline.finetune.models import ADAPTER_DIR, RewardModel, lora_wrap, save_reward
+from pipeline.finetune.models import (ADAPTER_DIR, RewardModel, lora_wrap, save_reward, save_virtual_adapter,
+                                     virtual_config)
 
 
 def exact_match(ctx, model, heldout: dict[str, list[dict]]) -> dict[str, float]:
@@ -105,6 +106,13 @@ def write_model(ctx, run: Trained, out: Path):
         save_reward(out, run.weights, backbone, tokenizer, meta, ctx.log)
         tuned = RewardModel(backbone)
         tuned.load_state_dict(run.weights)
+    elif method in ("prompt", "prefix"):
+        from pipeline.model.transformer import Transformer
+
+        tuned = Transformer(virtual_config(ctx.base.cfg, method, ctx.cfg.virtual_tokens))
+        tuned.load_state_dict(run.weights)
+        save_model_dir(out, tuned, tokenizer, meta, hf=False, log=ctx.log)  # transformers has no virtual tokens
+        save_virtual_adapter(out, tuned, tokenizer)
     elif method == "lora":
         wrapped = lora_wrap(copy.deepcopy(ctx.base).cpu(), ctx.cfg.lora)
         wrapped.load_state_dict(run.weights)

@@ -1,6 +1,10 @@
-"""What each method trains: the whole model, LoRA adapters (peft), or a reward head.
+"""What each method trains: the whole model, LoRA adapters (peft), virtual tokens, or a reward head.
 
     lora_wrap(model, cfg.lora)              peft's LoraModel over our Linear layers, by module name
+    virtual_model(base, "prompt", 16, ids)  the base with 16 learned virtual tokens (a soft prompt,
+                                            or a prefix of keys/values in every layer), all else frozen
+    save_virtual_adapter(out, model, ...)   the same as a peft prompt/prefix-tuning adapter over the
+                                            base's transformers export
     RewardModel(model)                      a scalar head on the final hidden state
     save_reward(out, rm) / load_reward(dir) a reward model directory: the backbone's model directory
                                             plus reward_head.safetensors
@@ -9,13 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 
+import kernels
 from pipeline.core.errors import StageError
 
 REWARD_HEAD = "reward_head.safetensors"
 ADAPTER_DIR = "adapter"
+ADAPTER_BASE = "base"  # adapter/base/: the frozen model's transformers export, under a prompt/prefix adapter
+VIRTUAL_PARAMS = ("prompt", "prefix_k", "prefix_v")
 
 
 def lora_wrap(model: nn.Module, lcfg):
@@ -31,6 +40,104 @@ def lora_wrap(model: nn.Module, lcfg):
     config = LoraConfig(r=lcfg.rank, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
                         target_modules=list(lcfg.target_modules), bias="none")
     return get_peft_model(model, config)
+
+
+# What the virtual tokens of method=prompt|prefix start as: the model reading this text.
+VIRTUAL_INIT_TEXT = ("You are a helpful assistant. Read the question carefully and give exactly the answer it asks "
+                     "for, in as few words as possible.")
+
+
+def virtual_init_ids(tok) -> list[int]:
+    return tok(VIRTUAL_INIT_TEXT, add_special_tokens=False)["input_ids"]
+
+
+def virtual_config(cfg, method: str, n: int):
+    """The model config with ``n`` virtual tokens of the method's kind."""
+    key = "prompt_tokens" if method == "prompt" else "prefix_tokens"
+    if getattr(cfg, key):
+        raise StageError(f"finetune method={method}: the input model already has {key}={getattr(cfg, key)}")
+    return dataclasses.replace(cfg, **{key: n})
+
+
+def virtual_model(base: nn.Module, method: str, n: int, init_ids: list[int]) -> nn.Module:
+    """A copy of ``base`` with ``n`` virtual tokens (method prompt | prefix) that are its only
+    trainable parameters. They start as the base model reading ``init_ids`` (tiled to n tokens):
+    a soft prompt from those tokens' embeddings, a prefix from every layer's keys and values of
+    them (Lester et al. 2021 and Li & Liang 2021 both find real-token starts train better than
+    random ones), so step 0 is the base model with that text before the conversation."""
+    from pipeline.model.transformer import Transformer
+
+    model = Transformer(virtual_config(base.cfg, method, n)).to(base.embed.weight.device)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(m.rsplit(".", 1)[-1] in VIRTUAL_PARAMS for m in missing), (missing, unexpected)
+    ids = torch.tensor([init_ids[i % len(init_ids)] for i in range(n)], device=base.embed.weight.device)
+    with torch.no_grad():
+        if method == "prompt":
+            model.prompt.copy_(base.embed.weight[ids])
+        else:
+            for block, (k, v) in zip(model.blocks, text_keys_values(base, ids)):
+                block.attn.prefix_k.copy_(k)
+                block.attn.prefix_v.copy_(v)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.rsplit(".", 1)[-1] in VIRTUAL_PARAMS)
+    return model
+
+
+@torch.no_grad()
+def text_keys_values(model: nn.Module, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the keys (after RoPE, as attention reads them) and values (Hkv, n, head_dim)
+    of ``model`` reading the token ids at positions 0..n-1."""
+    cfg, n = model.cfg, len(ids)
+    x = model.embed(ids[None])
+    rotary = (model.rope_cos[:n], model.rope_sin[:n]) if cfg.pos_emb == "rope" else None
+    if rotary is None:
+        x = x + model.pos_table[:n].to(x.dtype)
+    out = []
+    for block in model.blocks:
+        attn, h = block.attn, block.attn_norm(x)
+        k = attn.k_proj(h).view(1, n, cfg.n_kv_head, cfg.head_dim)
+        v = attn.v_proj(h).view(1, n, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        if cfg.qk_norm:
+            k = attn.k_norm(k)
+        k = k.transpose(1, 2)
+        if rotary is not None:
+            _, k = kernels.apply_rotary(k, k, *rotary)
+        out.append((k[0], v[0]))
+        x = block(x, rotary, None)
+    return out
+
+
+def save_virtual_adapter(out: Path, model: nn.Module, tokenizer_json) -> Path:
+    """``out/adapter``: a peft prompt-tuning or prefix-tuning adapter carrying the model's virtual
+    tokens, over ``out/adapter/base`` (the frozen weights as a transformers model), so that
+    ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter/base), adapter)``
+    computes what our model does. (transformers itself has no place for virtual tokens.)"""
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.model.hf import export_hf
+    from pipeline.model.transformer import Transformer
+
+    cfg = model.cfg
+    frozen = Transformer(dataclasses.replace(cfg, prompt_tokens=0, prefix_tokens=0))
+    frozen.load_state_dict({k: v for k, v in model.state_dict().items()
+                            if k.rsplit(".", 1)[-1] not in VIRTUAL_PARAMS})
+    adapter = Path(out) / ADAPTER_DIR
+    export_hf(frozen, tokenizer_json, adapter / ADAPTER_BASE)
+    hf = AutoModelForCausalLM.from_pretrained(adapter / ADAPTER_BASE, dtype=torch.float32)
+    if cfg.prompt_tokens and cfg.prefix_tokens:
+        raise StageError("a peft adapter holds either a soft prompt or a prefix, not both")
+    if cfg.prompt_tokens:
+        peft_cfg, weight = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prompt_tokens), model.prompt
+    else:  # peft's layout: per virtual token, layer by layer, keys then values, (kv heads, head_dim) each
+        peft_cfg = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prefix_tokens)
+        kv = torch.stack([torch.stack((b.attn.prefix_k, b.attn.prefix_v)) for b in model.blocks])  # (L, 2, H, n, hd)
+        weight = kv.permute(3, 0, 1, 2, 4).reshape(cfg.prefix_tokens, -1)
+    peft_model = get_peft_model(hf, peft_cfg)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(weight.detach().float().cpu())
+    peft_model.save_pretrained(str(adapter))
+    return adapter
 
 
 class RewardModel(nn.Module):

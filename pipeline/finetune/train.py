@@ -20,7 +20,7 @@ from pipeline.core.tasks import safety
 from pipeline.core.train.loop import Job, fit, session, to_device
 from pipeline.finetune import batches as B
 from pipeline.finetune import data, losses, replies
-from pipeline.finetune.models import RewardModel, lora_wrap
+from pipeline.finetune.models import RewardModel, lora_wrap, virtual_init_ids, virtual_model
 
 
 @dataclass
@@ -124,6 +124,8 @@ def supervised_job(ctx: Context) -> Job:
     model = ctx.base
     if cfg.method == "lora":
         model = lora_wrap(copy.deepcopy(ctx.base), cfg.lora)
+    elif cfg.method in ("prompt", "prefix"):
+        model = virtual_model(ctx.base, cfg.method, cfg.virtual_tokens, virtual_init_ids(ctx.tok))
     elif cfg.method == "sft":
         model = copy.deepcopy(ctx.base)
     collate = lambda r: B.collate(r, ctx.pad_id)  # noqa: E731
