@@ -69,3 +69,42 @@ def test_lora_wrapped_blocks_can_be_streamed_too(tok):
     off = LayerOffloader(lora, "cpu", _nbytes(lora) - _nbytes(lora.blocks[0]) // 2)
     assert off.streamed
     assert [o.token_ids for o in Engine(lora, tok, offloader=off).generate(PROMPTS[:2], GREEDY)] == expected
+
+
+def compressed_model_dir(path, tokenizer_dir):
+    """A compressed model directory as the compress stage writes one: 4-bit QuantLinear q/v,
+    a low-rank MLP down projection, compression.json naming them."""
+    import json
+
+    from pipeline.model.io import COMPRESSION
+    from pipeline.model.quantized import LowRankLinear, QuantLinear, layer_entry, rtn, set_module
+
+    model = random_model(n_layer=3)
+    for i, block in enumerate(model.blocks):
+        for name in ("q_proj", "v_proj"):
+            q, scale, zero = rtn(getattr(block.attn, name).weight.detach(), 4, 0, True)
+            set_module(model, f"blocks.{i}.attn.{name}", QuantLinear.from_codes(q, scale, zero, 4, 0, True))
+        down = block.mlp.down_proj.weight.detach()
+        u, s, vh = torch.linalg.svd(down, full_matrices=False)
+        low = LowRankLinear(down.shape[1], down.shape[0], 32)
+        with torch.no_grad():
+            low.up.weight.copy_(u[:, :32] * s[:32]), low.down.weight.copy_(vh[:32])
+        set_module(model, f"blocks.{i}.mlp.down_proj", low)
+    d = write_model_dir(path, tokenizer_dir, model=model)
+    layers = {n: e for n, m in model.named_modules() if (e := layer_entry(m)) is not None}
+    (d / COMPRESSION).write_text(json.dumps({"layers": layers}))
+    return d, model
+
+
+def test_compressed_models_generate_what_their_own_forward_does(tokenizer_dir, tmp_path, tok):
+    from pipeline.model.quantized import QuantLinear
+
+    d, in_memory = compressed_model_dir(tmp_path / "c", tokenizer_dir)
+    engine = Engine.from_dir(d)
+    assert isinstance(engine.model.blocks[0].attn.q_proj, QuantLinear)
+    outs = [o.token_ids for o in engine.generate(PROMPTS, GREEDY)]
+    for prompt, out in zip(PROMPTS, outs):
+        ids = torch.tensor([tok.encode(prompt).ids])
+        assert out == in_memory.generate(ids, 20, temperature=0)[0, ids.shape[1]:].tolist(), prompt
+    streamed = Engine.from_dir(d, EngineConfig(device_budget_mb=0.4))  # of ~0.45 MiB: packed blocks streamed too
+    assert streamed.offloader.streamed and [o.token_ids for o in streamed.generate(PROMPTS, GREEDY)] == outs
