@@ -130,3 +130,15 @@ def test_dedup_on_a_users_jsonl_keeps_its_ids(tmp_path, repo):
     rows = [json.loads(line) for line in (tmp_path / "kept.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "local/docs.jsonl:3"]
     assert str(tmp_path) not in (tmp_path / "kept.jsonl").read_text()
+
+
+def test_hugging_face_rows_keep_their_id_field(tmp_path, monkeypatch):
+    import types
+
+    rows = [{"id": "hf-1", "text": "one " + WORDS, "lang": "en"}, {"text": "two " + WORDS}, {"id": [1], "text": "x"}]
+    fake = types.SimpleNamespace(load_dataset=lambda name, split, streaming: iter(rows))
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    stats, out = collect(tmp_path, ["hf:someone/corpus:train"])
+    assert [r["id"] for r in iter_docs(out)] == ["hf-1", "hf/someone/corpus:train:1"]
+    assert json.loads(next(iter_docs(out))["meta"]) == {"lang": "en"}
+    assert stats["dropped"] == {"bad_id": 1} and json.loads(dropped(out)[0]["meta"])["where"] == "train:2"
