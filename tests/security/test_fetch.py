@@ -15,14 +15,17 @@ WORDS = b"the words we came for\n"
 
 
 def hostile_sdist(tmp_path, marker):
-    """An sdist whose setup.py (run by any build backend call) writes ``marker``."""
+    """An sdist whose build backend (in the archive itself, so no setuptools is needed) and
+    setup.py write ``marker`` as soon as anything prepares its metadata."""
     path = tmp_path / "files" / "evil_pkg-1.0.tar.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    setup = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('setup.py ran')\n"
-             "from setuptools import setup\nsetup(name='evil-pkg', version='1.0')\n").encode()
+    payload = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('the archive ran code')\n"
+    pyproject = b'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
     pkg_info = b"Metadata-Version: 2.1\nName: evil-pkg\nVersion: 1.0\n"
     with tarfile.open(path, "w:gz") as tf:
-        add_bytes(tf, "evil_pkg-1.0/setup.py", setup)
+        add_bytes(tf, "evil_pkg-1.0/pyproject.toml", pyproject)
+        add_bytes(tf, "evil_pkg-1.0/backend.py", payload.encode())
+        add_bytes(tf, "evil_pkg-1.0/setup.py", payload.encode())
         add_bytes(tf, "evil_pkg-1.0/PKG-INFO", pkg_info)
         add_bytes(tf, "evil_pkg-1.0/data/words.txt", WORDS)
     return path
@@ -39,12 +42,11 @@ def test_the_planted_setup_py_is_live_under_pip_download(tmp_path, only_index):
     index = make_index(tmp_path / "index", {"evil-pkg": [hostile_sdist(tmp_path, marker)]})
     only_index(index.as_uri())
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-                    "--no-build-isolation", "--quiet", "--dest", str(tmp_path / "d"), "evil-pkg==1.0"],
-                   capture_output=True, text=True)
-    assert marker.read_text() == "setup.py ran"
+                    "--quiet", "--dest", str(tmp_path / "d"), "evil-pkg==1.0"], capture_output=True, text=True)
+    assert marker.read_text() == "the archive ran code"
 
 
-def test_fetch_never_runs_the_planted_setup_py(tmp_path, only_index):
+def test_fetch_never_runs_the_planted_build_backend(tmp_path, only_index):
     marker = tmp_path / "marker"
     sdist = hostile_sdist(tmp_path, marker)
     only_index(make_index(tmp_path / "index", {"evil-pkg": [sdist]}).as_uri())
