@@ -94,7 +94,8 @@ class _Entry:
                 *[[(role, s) for s in fanned[role]] for role in fanned])):
             name = "_".join([self.name] + ([variant] if variant else []) + [s.name for _, s in combo])
             config = self.config(overrides or {}, f"{self.where}.variants.{variant}" if variant else self.where)
-            steps.append(Step(name, self.stage, config, {**fixed, **dict(combo)}))
+            inputs = {**fixed, **dict(combo)}
+            steps.append(Step(name, self.stage, config, {r: inputs[r] for r in self.module.INPUTS if r in inputs}))
         return steps
 
     def config(self, overrides: dict, where: str) -> dict:

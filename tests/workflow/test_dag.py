@@ -25,14 +25,27 @@ def snakemake(workdir, *args, check=True, cores=True):
     return proc
 
 
-def planned_jobs(workdir, *args) -> dict[str, int]:
-    """Rule -> job count of a dry run (the 'Job stats' table), {} when nothing is to be done."""
-    out = snakemake(workdir, "-n", *args).stdout
+class Jobs(dict):
+    """Rule -> job count of a dry run; its text (with Snakemake's reasons) shows when a test fails."""
+
+    def __init__(self, counts: dict, text: str):
+        super().__init__(counts)
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"{dict(self)!r}\n--- dry run ---\n{self.text[-4000:]}"
+
+
+def planned_jobs(workdir, *args) -> Jobs:
+    """Rule -> job count of a dry run (the 'Job stats' table), empty when nothing is to be done."""
+    proc = snakemake(workdir, "-n", *args)
+    out = proc.stdout
     if "Job stats:" not in out:
         assert "Nothing to be done" in out, out
-        return {}
+        return Jobs({}, out + proc.stderr)
     table = out.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    return Jobs(counts, out + proc.stderr)
 
 
 def ci_steps(*overrides):
@@ -82,7 +95,8 @@ def test_ci_pipeline_runs_every_step_and_the_report(ci_run):
 
 @pytest.mark.slow
 def test_finished_dag_has_nothing_to_do(ci_run):
-    assert planned_jobs(ci_run, *CI) == {}
+    jobs = planned_jobs(ci_run, *CI)
+    assert not jobs, repr(jobs)
 
 
 @pytest.mark.slow
