@@ -93,3 +93,24 @@ def test_training_the_virtual_tokens_alone_lowers_the_loss(method):
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0, losses
+
+
+@pytest.mark.parametrize("key", ["prompt_tokens", "prefix_tokens"])
+def test_the_inference_engine_generates_what_the_model_does(key, token_dir):
+    """Virtual tokens open every sequence in the engine too (paged cache, prompts of different
+    lengths batched, the shared virtual block): its greedy tokens are the model's own."""
+    from tokenizers import Tokenizer
+
+    from pipeline.core.inference.engine import Engine, EngineConfig
+    from pipeline.core.inference.sampling import SamplingParams
+
+    torch.manual_seed(0)
+    model = Transformer(Config(vocab_size=400, n_layer=2, n_head=4, n_kv_head=2, d_model=32, d_mlp=64,
+                               max_seq_len=48, kernels="torch", init_std=0.3, **{key: 5})).eval()
+    tok = Tokenizer.from_file(str(token_dir / "tokenizer.json"))
+    engine = Engine(model, tok, EngineConfig(block_size=4, max_batch=3))
+    prompts = [torch.randint(0, 400, (n,)).tolist() for n in (3, 7, 7, 12)]
+    got = engine.generate(prompts, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True))
+    for prompt, completion in zip(prompts, got):
+        want = model.generate(torch.tensor([prompt]), 6, temperature=0.0)[0, len(prompt):].tolist()
+        assert completion.token_ids == want and completion.prompt_tokens == len(prompt)

@@ -105,8 +105,11 @@ class Engine:
         self.offloader = offloader
         mc = model.cfg
         self.context = mc.max_seq_len
+        # A model's virtual tokens (prompt/prefix tuning) open every sequence: placeholder ids
+        # that forward() replaces with the learned ones, cached (and shared) like a prompt.
+        self.virtual_ids = [0] * mc.virtual_tokens
         self.device = self.model.embed.weight.device
-        tokens = self.cfg.kv_cache_tokens or self.cfg.max_batch * self.context
+        tokens = self.cfg.kv_cache_tokens or self.cfg.max_batch * (self.context + mc.virtual_tokens)
         self.cache = PagedKVCache(mc.n_layer, kv_heads or mc.n_kv_head, mc.head_dim, -(-tokens // self.cfg.block_size),
                                   self.cfg.block_size, self.model.embed.weight.dtype, self.device, self.cfg.prefix_sharing)
         # From the model directory: bos/eos/pad strings for chat templates, and the chat role
@@ -160,14 +163,14 @@ class Engine:
         if len(ids) >= self.context:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is {self.context} tokens "
                              "(prompt + at least one new token must fit)")
-        if -(-(len(ids) + 1) // self.cfg.block_size) > self.cache.num_blocks:
+        if -(-(len(self.virtual_ids) + len(ids) + 1) // self.cfg.block_size) > self.cache.num_blocks:
             raise ValueError(f"the prompt needs more KV-cache blocks than the pool has ({self.cache.num_blocks})")
         stop_ids = set(params.stop_token_ids)
         if self.eos_id is not None and not params.ignore_eos:
             stop_ids.add(self.eos_id)
         rid = request_id or f"req-{next(self._ids)}"
-        self.waiting.append(Sequence(rid, ids, params, params.generator(self.device), stop_ids,
-                                     min(self.context, len(ids) + params.max_tokens)))
+        self.waiting.append(Sequence(rid, self.virtual_ids + ids, params, params.generator(self.device), stop_ids,
+                                     len(self.virtual_ids) + min(self.context, len(ids) + params.max_tokens)))
         return rid
 
     def abort(self, request_id: str) -> None:
@@ -286,7 +289,8 @@ class Engine:
             seqs[rid] = self.waiting[-1]
         while any(s.finish_reason is None for s in seqs.values()):
             self.step()
-        return [Completion(rid, s.text, s.output_ids, s.finish_reason, len(s.prompt_ids)) for rid, s in seqs.items()]
+        return [Completion(rid, s.text, s.output_ids, s.finish_reason, len(s.prompt_ids) - len(self.virtual_ids))
+                for rid, s in seqs.items()]
 
     def stream(self, prompt: str | list[int], params: SamplingParams) -> Iterator[Delta]:
         """Deltas of one request as they are made (other queued requests advance alongside)."""

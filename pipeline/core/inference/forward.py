@@ -96,6 +96,10 @@ def attention(attn, x, rotary, cache: PagedKVCache, layer: int, batch: Batch):
     if rotary is not None:
         q, k = kernels.apply_rotary(q, k, *rotary)
     q, k = q[0].transpose(0, 1), k[0].transpose(0, 1)  # (N, H, hd)
+    if attn.cfg.prefix_tokens:  # prefix slots: the model's learned keys and values
+        slot = batch.positions < attn.cfg.prefix_tokens
+        k[slot] = attn.prefix_k.transpose(0, 1)[batch.positions[slot]].to(k.dtype)
+        v[slot] = attn.prefix_v.transpose(0, 1)[batch.positions[slot]].to(v.dtype)
     cache.write(layer, batch.slots, k, v)
     if batch.all_decode:
         out = kernels.paged_attention(q, cache.k[layer], cache.v[layer], batch.decode_tables, batch.decode_lens)
@@ -115,6 +119,9 @@ def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.T
     """Logits (num_sequences, vocab) at the last scheduled token of each sequence."""
     kernels.set_backend(model.cfg.kernels)
     x = model.embed(batch.tokens)[None]
+    virtual = batch.positions < model.cfg.virtual_tokens
+    if model.cfg.virtual_tokens and bool(virtual.any()):  # they open every sequence (Engine.virtual_ids)
+        x[0, virtual] = model.virtual_inputs(1, x.dtype)[0, batch.positions[virtual]]
     rotary = None
     if model.cfg.pos_emb == "rope":
         rotary = (model.rope_cos[batch.positions], model.rope_sin[batch.positions])
