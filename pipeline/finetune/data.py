@@ -82,11 +82,13 @@ def normalize(record: dict, kind: str) -> tuple[dict | None, str | None]:
 
 
 def from_generated(row: dict, kind: str) -> dict:
+    """A generated problem as an example; replies are written as ``generated.reply`` writes them."""
     user = [{"role": "user", "content": row["question"]}]
+    answer, wrong = generated.reply(row["answer"]), generated.reply(row["wrong"])
     if kind == "conversation":
-        return {"messages": user + [{"role": "assistant", "content": row["answer"]}], "task": row["task"]}
+        return {"messages": user + [{"role": "assistant", "content": answer}], "task": row["task"]}
     if kind == "pair":
-        return {"prompt": user, "chosen": row["answer"], "rejected": row["wrong"], "task": row["task"]}
+        return {"prompt": user, "chosen": answer, "rejected": wrong, "task": row["task"]}
     return {"prompt": user, "answer": row["answer"], "task": row["task"]}
 
 

@@ -5,11 +5,16 @@ matching zero-shot exact-match evaluations (``yaml/chat_*.yaml``, ``generated:NA
     reverse      Reverse the letters: c a t                       -> t a c
     uppercase    Upper-case the letters: c a t                    -> C A T
     word_order   Reverse the order of the words: red fox runs     -> runs fox red
-    passage_qa   Passage: ... Question: Which word comes right after "fox"?  -> runs
+    passage_qa   Passage: ... Question: Which word comes right after the word fox?  -> runs
 
-Words are spelled letter by letter in ``reverse`` and ``uppercase``: a byte-level BPE writes
-"cat" and "tac" as unrelated tokens, so a small model could only memorise word by word;
-letter by letter, the task is a per-letter copy or mapping that carries over to unseen words.
+Two facts of byte-level BPE make these learnable by a small model. Words are spelled letter
+by letter in ``reverse`` and ``uppercase``: BPE writes "cat" and "tac" as unrelated tokens, so
+a model could only memorise word by word; letter by letter, the task is a per-letter copy or
+mapping that carries over to unseen words. And BPE merges a word with the space before it
+(" fox" is one token, "fox" at the start of a text another): every word of a question has a
+space before it, and so does the word a passage question asks about, and the assistant's
+reply (``reply``) starts with a space, so the answer is made of the very tokens the model
+just read — copying, reversing and looking up work on token identity, as induction heads do.
 
 Every problem has a key (the numbers, the word, the passage and the asked word); a hash of
 the key puts it in the held-out split or the training split, so no held-out problem is ever
@@ -35,7 +40,7 @@ TASKS = ("arithmetic", "reverse", "uppercase", "word_order", "passage_qa")
 SPLITS = ("train", "test")
 HELDOUT_FRACTION = 0.2
 EVAL_DOCS = 100  # documents in each generated evaluation file
-VERSION = "1"  # part of the evaluation files' cache path: bump when the generators change
+VERSION = "2"  # part of the evaluation files' cache path: bump when the generators change
 
 LETTER_WORDS = (
     "cat dog sun map cup hat pen box fox owl bee ant cow pig hen egg ice oak elm fig jam key "
@@ -99,8 +104,8 @@ def passage_question(passage: str, rng: random.Random) -> tuple[str, dict] | Non
     i = rng.choice(candidates)
     others = [w for w in words if w not in (words[i], words[i + 1])]
     wrong = rng.choice(others) if others else words[i]
-    return f"{passage}|{i}", {"question": f"Passage: {passage}\nQuestion: Which word comes right after \"{words[i]}\"?",
-                              "answer": words[i + 1], "wrong": wrong}
+    question = f"Passage: {passage}\nQuestion: Which word comes right after the word {words[i]}?"
+    return f"{passage}|{i}", {"question": question, "answer": words[i + 1], "wrong": wrong}
 
 
 def _passage_qa(rng: random.Random, passages: list[str] | None = None) -> tuple[str, dict] | None:
@@ -137,6 +142,12 @@ def examples(task: str, split: str, n: int, seed: int = 0, passages: list[str] |
             continue
         out.append({"task": task, **ex})
     return out
+
+
+def reply(answer: str) -> str:
+    """The assistant's reply that gives ``answer``: after one space, so that its words are the
+    same tokens as the question's (see the module docstring); scoring strips it."""
+    return " " + answer
 
 
 def _cache_root() -> Path:
