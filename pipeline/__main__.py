@@ -9,6 +9,8 @@
                                                       run a stage on your own files
     python -m pipeline run-step PLAN [--input ROLE=DIR] [--part NAME ARGS ...] [--log FILE] [--threads N]
                                                       what Snakemake's jobs run: one step from its plan file
+    python -m pipeline generate model=DIR prompt="..." [max_tokens=64 temperature=0.8 ...]
+    python -m pipeline serve model=DIR [port=8000]    an OpenAI-compatible server on 127.0.0.1
 
 Overrides use Hydra's grammar; a key without a group prefix belongs to the stage named
 (``python -m pipeline filter min_words=20`` sets ``filter.min_words``).
@@ -28,6 +30,9 @@ COMMANDS = {
     "model": "pipeline.model:main",
     "train": "pipeline.core.train.config:main",
     "report": "pipeline.report:main",
+    "generate": "pipeline.core.inference.cli:generate_main",
+    # `serve model=DIR` serves a model; `serve in=MODEL out=DIR` runs the serve stage's check.
+    "serve": "pipeline.core.inference.cli:serve_main",
 }
 
 
@@ -40,8 +45,10 @@ def usage() -> str:
     lines += [f"  {name:<10} {_summary(stage_module(name))}" for name in stage_names()]
     lines += ["", "commands:", "  dag        the steps of the DAG", "  status     done / missing / stale steps",
               "  run-step   one step from its plan file (Snakemake's jobs)"]
+    described = {"generate": "generate text from a model directory (the inference engine)",
+                 "serve": "an OpenAI-compatible HTTP server for a model directory"}
     for name, target in COMMANDS.items():
-        lines.append(f"  {name:<10} {_summary(importlib.import_module(target.split(':')[0]))}")
+        lines.append(f"  {name:<10} {described.get(name) or _summary(importlib.import_module(target.split(':')[0]))}")
     return "\n".join(lines)
 
 
@@ -110,7 +117,8 @@ def main(argv: list[str]) -> int:
         from pipeline import status
 
         return status.main(name, args)
-    if name in COMMANDS:
+    runs_stage = name in stage_names() and any(a.startswith(("in=", "in.", "out=")) for a in args)
+    if name in COMMANDS and not runs_stage:
         module, func = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), func)(args)
     stage = name if name in stage_names() else None

@@ -37,7 +37,7 @@ def test_generate_batches_several_prompts_with_a_seed_and_stop(model_dir, capsys
 
 
 def test_the_command_line_module_runs_and_explains_itself(model_dir, repo):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pipeline.core.inference.cli", *a], cwd=repo,
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pipeline", *a], cwd=repo,
                                     capture_output=True, text=True, timeout=120)
     assert "python -m pipeline generate model=DIR" in run("generate", "--help").stdout
     out = run("generate", f"model={model_dir}", "prompt=the quick", "max_tokens=4", "temperature=0")
@@ -127,7 +127,7 @@ def test_the_serve_command_serves_until_interrupted(model_dir, repo):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.core.inference.cli", "serve", f"model={model_dir}",
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", f"model={model_dir}",
                              f"port={port}", "name=tiny"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
