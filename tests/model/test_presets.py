@@ -70,11 +70,15 @@ def test_a_stage_can_carry_the_model_as_a_typed_interpolated_field():
         OmegaConf.merge(cfg, OmegaConf.from_dotlist(["stage.model.n_layers=3"]))
 
 
-def test_stages_that_carry_the_model_see_the_composed_preset():
+def test_steps_that_build_a_model_see_the_composed_preset():
+    from pipeline.core.dag import build_steps
+
     cfg = compose(["model=cpu_10m", "tokenize.vocab_size=1024"])
-    carriers = [k for k in cfg if k != "model" and OmegaConf.is_dict(cfg[k]) and "model" in cfg[k]]
-    for stage in carriers:
-        assert OmegaConf.to_container(cfg[stage].model, resolve=True) == OmegaConf.to_container(cfg.model, resolve=True)
+    carriers = [s for s in build_steps(cfg) if s.stage == "pretrain"]
+    assert carriers
+    for step in carriers:
+        assert step.config["model"] == OmegaConf.to_container(cfg.model, resolve=True)
+        assert step.config["model"]["vocab_size"] == 1024
 
 
 def test_the_preset_table_prints_computed_sizes(capsys):
