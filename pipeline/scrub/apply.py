@@ -7,7 +7,7 @@ from collections import Counter
 from fnmatch import fnmatchcase
 
 from pipeline.scrub.detect import find
-from pipeline.scrub.replace import replace
+from pipeline.scrub.replace import PLACEHOLDERS, replace
 
 # Field labels that may stand next to the values in an address list or a form.
 _LABELS = re.compile(r"(?i)\b(?:e-?mail|mail|tel|telephone|phone|fax|mobile|cell|ip|ssn|iban|card|cc|password|token"
@@ -36,6 +36,10 @@ def scrub_passes(text: str, cfg) -> tuple[str, list[list]]:
     passes, state = [], {}
     for _ in range(MAX_PASSES):
         spans = find(text, kinds, regions)
+        # A value scrub itself wrote is no one's data, whatever it now reads as
+        # ("PASSWORD=person1@example.com" is not a password).
+        ours = set(state.get("names", {}).values()) | set(PLACEHOLDERS.values()) if passes else set()
+        spans = [s for s in spans if text[s.start:s.end] not in ours]
         if not spans:
             break
         passes.append(spans)
