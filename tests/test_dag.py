@@ -27,7 +27,9 @@ def names(steps):
 
 def test_the_default_dag_reads_in_order():
     steps = build_steps(compose([]))
-    assert names(steps) == ["collect", "filter", "dedup", "scrub", "tokenize", "pretrain", "evaluate"]
+    assert names(steps) == ["collect", "filter", "dedup", "scrub", "tokenize", "pretrain", "evaluate",
+                            "sft", "lora", "dpo", "reward", "rl", "evaluate_chat_pretrain", "evaluate_chat_sft",
+                            "evaluate_chat_lora", "evaluate_chat_dpo", "evaluate_chat_rl", "serve"]
     by = {s.name: s for s in steps}
     assert by["evaluate"].inputs["model"] is by["pretrain"] and by["evaluate"].inputs["tokens"] is by["tokenize"]
 
@@ -79,11 +81,11 @@ def test_fan_out_variants_and_globs_name_each_step():
 
 
 def test_a_disabled_branch_takes_its_glob_dependents_and_names_its_plain_ones():
-    with pytest.raises(StageError, match="dag.evaluate.inputs: step 'pretrain' is disabled"):
-        build_steps(with_dag({"pretrain": {"enabled": False}}))
-    steps = names(build_steps(with_dag({"pretrain": {"enabled": False},
-                                        "evaluate": {"inputs": {"model": ["pretrain*"]}}})))
-    assert steps == ["collect", "filter", "dedup", "scrub", "tokenize"]
+    with pytest.raises(StageError, match="dag.rl.inputs: step 'reward' is disabled"):
+        build_steps(with_dag({"reward": {"enabled": False}}))
+    steps = names(build_steps(with_dag({"lora": {"enabled": False},
+                                        "evaluate_chat": {"inputs": {"model": ["pretrain", "lora*"]}}})))
+    assert "lora" not in steps and "evaluate_chat_lora" not in steps and "evaluate_chat_pretrain" in steps
 
 
 def test_a_glob_that_matches_nothing_makes_no_step():

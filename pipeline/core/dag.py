@@ -137,16 +137,15 @@ def build_steps(cfg) -> list[Step]:
     disabled = {n for n, spec in dag.items() if not spec.get("enabled", True)}
     waiting = [_Entry(n, spec, groups) for n, spec in dag.items() if n not in disabled]
     built: dict[str, Step] = {}
-    while waiting:
-        ready = [e for e in waiting if e.ready(built, waiting)]
-        if not ready:
+    while waiting:  # the first entry whose inputs exist, each time: the declaration order where it can be
+        entry = next((e for e in waiting if e.ready(built, waiting)), None)
+        if entry is None:
             raise StageError(_unresolved(waiting, built, disabled))
-        for entry in ready:
-            waiting.remove(entry)
-            for step in entry.expand(built):
-                if step.name in built:
-                    raise StageError(f"{entry.where}: makes a step named {step.name!r}, which another entry makes too")
-                built[step.name] = step
+        waiting.remove(entry)
+        for step in entry.expand(built):
+            if step.name in built:
+                raise StageError(f"{entry.where}: makes a step named {step.name!r}, which another entry makes too")
+            built[step.name] = step
     return list(built.values())
 
 
