@@ -45,7 +45,8 @@ _EMAIL = re.compile(
 _RESERVED_DOMAIN = re.compile(r"(?i)(?:^|\.)(?:example\.(?:com|net|org)|example|test|invalid|localhost)$")
 
 
-def emails(text: str) -> list[Span]:
+def emails(text: str, reserved: list[Span] | None = None) -> list[Span]:
+    """Addresses in ``text``; those at reserved domains go to ``reserved`` when given."""
     out: list[Span] = []
     at = text.find("@")
     done = 0
@@ -56,6 +57,8 @@ def emails(text: str) -> list[Span]:
                 if m.start() <= at < m.end():
                     if not _RESERVED_DOMAIN.search(m.group().rsplit("@", 1)[1]):
                         out.append(Span(m.start(), m.end(), "email"))
+                    elif reserved is not None:
+                        reserved.append(Span(m.start(), m.end(), "email"))
                     done = m.end()
                     break
         at = text.find("@", at + 1)
@@ -332,9 +335,7 @@ _NOT_A_SECRET = re.compile(r"(?i)(?:none|null|true|false|nil|undefined|required|
 
 
 def _secret_value(value: str, quoted: bool) -> bool:
-    # An address is the e-mail detector's, also one at a reserved domain (scrub's pseudonyms):
-    # else "password=person1@example.com" would change on every scrub.
-    if _NOT_A_SECRET.fullmatch(value) or _EMAIL.fullmatch(value):
+    if _NOT_A_SECRET.fullmatch(value):
         return False
     if quoted:
         return True
@@ -402,14 +403,20 @@ def _blank(text: str, spans: list[Span]) -> str:
 
 def _find_once(text: str, kinds: frozenset[str], phone_regions: tuple[str, ...]) -> list[Span]:
     found: list[Span] = []
+    # An address at a reserved domain is no one's (scrub's own pseudonyms among them), and
+    # nothing overlapping it is PII either: else "password=person1@example.com=" would read
+    # as a password on the next scrub, where "password=jo@mail.com=" gave an address.
+    reserved: list[Span] = []
     if "email" in kinds and "@" in text:
-        found += emails(text)
+        found += emails(text, reserved)
     if kinds & {"aws_access_key", "github_token", "private_key", "password"}:
         found += [s for s in secrets(text) if s.kind in kinds]
+    if reserved:
+        found = [s for s in found if not any(r.start < s.end and s.start < r.end for r in reserved)]
     # Numbers are read with the addresses and secrets blanked out (same length, so positions
     # hold): a phone written right after an address, "jo@mail.com(415) 555-0134", is not a
     # digit run glued to a word. Digits inside an address lose to it anyway (PRIORITY).
-    rest = _blank(text, found) if found else text
+    rest = _blank(text, found + reserved) if found or reserved else text
     if kinds & {"phone", "credit_card", "us_ssn", "ip_address"}:
         found += [s for s in numbers(rest, phone_regions, "ip_address" in kinds) if s.kind in kinds]
     if "iban" in kinds:
