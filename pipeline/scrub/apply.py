@@ -7,7 +7,7 @@ from collections import Counter
 from fnmatch import fnmatchcase
 
 from pipeline.scrub.detect import find
-from pipeline.scrub.replace import PLACEHOLDERS, replace
+from pipeline.scrub.replace import replace
 
 # Field labels that may stand next to the values in an address list or a form.
 _LABELS = re.compile(r"(?i)\b(?:e-?mail|mail|tel|telephone|phone|fax|mobile|cell|ip|ssn|iban|card|cc|password|token"
@@ -35,11 +35,10 @@ def scrub_passes(text: str, cfg) -> tuple[str, list[list]]:
     kinds, regions = frozenset(cfg.types), tuple(cfg.phone_regions)
     passes, state = [], {}
     for _ in range(MAX_PASSES):
-        spans = find(text, kinds, regions)
-        # A value scrub itself wrote is no one's data, whatever it now reads as
-        # ("PASSWORD=person1@example.com" is not a password).
-        ours = set(state.get("names", {}).values()) | set(PLACEHOLDERS.values()) if passes else set()
-        spans = [s for s in spans if text[s.start:s.end] not in ours]
+        # What scrub itself wrote is no one's data, nor is anything read into it: the digits of
+        # an IP pseudonym ("2001:db8::1") glued to a number before it are not a phone.
+        ours = state.get("written", [])
+        spans = [s for s in find(text, kinds, regions) if not any(a < s.end and s.start < b for a, b in ours)]
         if not spans:
             break
         passes.append(spans)

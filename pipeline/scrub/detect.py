@@ -291,10 +291,11 @@ _VERSION_CONTEXT = re.compile(r"(?i)(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|
 _GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 
 
-def ips(text: str) -> list[Span]:
+def ips(text: str, reserved: list[Span] | None = None) -> list[Span]:
     """IPv6 addresses (IPv4 ones are found with the other numbers). Every IPv6 address holds
     "::" or ":hex:"; that hint starts with a colon, so the scan skips ahead fast, and the
-    address is the run of hex digits, colons and dots around it."""
+    address is the run of hex digits, colons and dots around it. Addresses that are no one's
+    (documentation, private, loopback...) go to ``reserved`` when given."""
     out: list[Span] = []
     done = -1
     for h in _IPV6_HINT.finditer(text):
@@ -316,6 +317,8 @@ def ips(text: str) -> list[Span]:
             continue
         if addr.is_global and not addr.is_multicast and addr in _GLOBAL_UNICAST:
             out.append(Span(a, b, "ip_address"))
+        elif reserved is not None:
+            reserved.append(Span(a, b, "ip_address"))
     return out
 
 
@@ -405,7 +408,8 @@ def _find_once(text: str, kinds: frozenset[str], phone_regions: tuple[str, ...])
     found: list[Span] = []
     # An address at a reserved domain is no one's (scrub's own pseudonyms among them), and
     # nothing overlapping it is PII either: else "password=person1@example.com=" would read
-    # as a password on the next scrub, where "password=jo@mail.com=" gave an address.
+    # as a password on the next scrub, where "password=jo@mail.com=" gave an address. The
+    # same holds for IPv6 addresses outside the public ranges.
     reserved: list[Span] = []
     if "email" in kinds and "@" in text:
         found += emails(text, reserved)
@@ -413,16 +417,17 @@ def _find_once(text: str, kinds: frozenset[str], phone_regions: tuple[str, ...])
         found += [s for s in secrets(text) if s.kind in kinds]
     if reserved:
         found = [s for s in found if not any(r.start < s.end and s.start < r.end for r in reserved)]
+    if "ip_address" in kinds:
+        found += ips(_blank(text, found + reserved) if found or reserved else text, reserved)
     # Numbers are read with the addresses and secrets blanked out (same length, so positions
     # hold): a phone written right after an address, "jo@mail.com(415) 555-0134", is not a
-    # digit run glued to a word. Digits inside an address lose to it anyway (PRIORITY).
+    # digit run glued to a word. Digits inside an address lose to it anyway (PRIORITY); an
+    # address that is no one's ("2001:db8::1") lends none of its digits to a number either.
     rest = _blank(text, found + reserved) if found or reserved else text
     if kinds & {"phone", "credit_card", "us_ssn", "ip_address"}:
         found += [s for s in numbers(rest, phone_regions, "ip_address" in kinds) if s.kind in kinds]
     if "iban" in kinds:
         found += ibans(rest)
-    if "ip_address" in kinds:
-        found += ips(rest)
     if len(found) < 2:
         return found
     found.sort(key=lambda s: (PRIORITY[s.kind], s.start))
