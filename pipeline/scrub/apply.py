@@ -24,33 +24,10 @@ def _only_pii(text: str, spans) -> bool:
     return not _LABELS.sub("", "".join(rest)).strip()
 
 
-# Replacing a span can unglue its neighbour: in "jo@mail.com(415) 555-0134" the phone is glued
-# to the address (a letter before it) until the address is a placeholder. Detection runs again
-# on its own output until it finds nothing; real text settles in two passes.
-MAX_PASSES = 4
-
-
-def scrub_passes(text: str, cfg) -> tuple[str, list[list]]:
-    """(scrubbed text, the spans of each pass, each in the text that pass read)."""
-    kinds, regions = frozenset(cfg.types), tuple(cfg.phone_regions)
-    passes, state = [], {}
-    for _ in range(MAX_PASSES):
-        # What scrub itself wrote is no one's data, nor is anything read into it: the digits of
-        # an IP pseudonym ("2001:db8::1") glued to a number before it are not a phone.
-        ours = state.get("written", [])
-        spans = [s for s in find(text, kinds, regions) if not any(a < s.end and s.start < b for a, b in ours)]
-        if not spans:
-            break
-        passes.append(spans)
-        text = replace(text, spans, cfg.replacement, state)
-    return text, passes
-
-
 def scrub_text(text: str, cfg) -> tuple[str, list]:
-    """(scrubbed text, spans found) for one text with the stage's config; spans after the
-    first pass are positions in that pass's text."""
-    out, passes = scrub_passes(text, cfg)
-    return out, [s for spans in passes for s in spans]
+    """(scrubbed text, spans found) for one text with the stage's config."""
+    spans = find(text, frozenset(cfg.types), tuple(cfg.phone_regions))
+    return replace(text, spans, cfg.replacement), spans
 
 
 def scrub_shard(cfg, rows: list[dict]):
@@ -66,11 +43,10 @@ def scrub_shard(cfg, rows: list[dict]):
         if any(fnmatchcase(row["source"], g) for g in cfg.skip_sources):
             kept.append(row)
             continue
-        new, passes = scrub_passes(text, cfg)
-        if not passes:
+        new, spans = scrub_text(text, cfg)
+        if not spans:
             kept.append(row)
             continue
-        spans = [s for found in passes for s in found]
         docs_with_pii += 1
         found = Counter(s.kind for s in spans)
         counts["pii"].update(found)
@@ -79,7 +55,7 @@ def scrub_shard(cfg, rows: list[dict]):
         meta = json.loads(row["meta"] or "{}")
         meta["pii"] = dict(found)
         out = {**row, "text": new, "meta": json.dumps(meta, ensure_ascii=False)}
-        if cfg.drop_only_pii and _only_pii(text, passes[0]):
+        if cfg.drop_only_pii and _only_pii(text, spans):
             dropped.append((out, "only_pii"))  # the scrubbed text: dropped/ holds no PII either
         else:
             kept.append(out)

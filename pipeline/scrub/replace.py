@@ -27,38 +27,24 @@ def _pseudonym(kind: str, value: str, n: int) -> str:
     return f"{PLACEHOLDERS[kind][:-1]}_{n}>"
 
 
-def replace(text: str, spans: list[Span], mode: str, state: dict | None = None) -> str:
-    """``text`` with each span replaced; ``spans`` sorted and disjoint.
-
-    ``state`` carries, across several calls on one document, the pseudonyms given so far (a
-    value found on a later pass gets a number of its own, never one already taken) and
-    ``written``: where every replacement stands in the text returned.
-    """
+def replace(text: str, spans: list[Span], mode: str) -> str:
+    """``text`` with each span replaced; ``spans`` sorted and disjoint."""
     if not spans:
         return text
-    state = {} if state is None else state
-    names: dict[tuple[str, str], str] = state.setdefault("names", {})
-    counters: dict[str, int] = state.setdefault("counters", {})
-    parts, pos, length, written, growth = [], 0, 0, [], []
+    names: dict[tuple[str, str], str] = {}
+    counters: dict[str, int] = {}
+    parts, pos = [], 0
     for s in spans:
         parts.append(text[pos:s.start])
-        length += s.start - pos
         if mode == "placeholder":
-            new = PLACEHOLDERS[s.kind]
+            parts.append(PLACEHOLDERS[s.kind])
         else:
             value = text[s.start:s.end]
             key = (s.kind, value.lower() if s.kind == "email" else value)
             if key not in names:
                 counters[s.kind] = counters.get(s.kind, 0) + 1
                 names[key] = _pseudonym(s.kind, value, counters[s.kind])
-            new = names[key]
-        parts.append(new)
-        written.append((length, length + len(new)))
-        growth.append((s.end, len(new) - (s.end - s.start)))
-        length += len(new)
+            parts.append(names[key])
         pos = s.end
     parts.append(text[pos:])
-    # Earlier replacements (never under a new span) move by what grew before them.
-    moved = [(a + d, b + d) for a, b in state.get("written", []) for d in [sum(g for end, g in growth if end <= a)]]
-    state["written"] = sorted(moved + written)
     return "".join(parts)
