@@ -396,10 +396,12 @@ PRIORITY = {k: i for i, k in enumerate(
 
 
 def _blank(text: str, spans: list[Span]) -> str:
+    """``text`` with the spans overwritten by NULs: same positions, and a NUL neither joins
+    digit runs (a space would) nor glues to a number as a letter does."""
     parts, pos = [], 0
     for s in sorted(spans, key=lambda s: s.start):
         if s.start >= pos:
-            parts += [text[pos:s.start], " " * (s.end - s.start)]
+            parts += [text[pos:s.start], "\0" * (s.end - s.start)]
             pos = s.end
     return "".join(parts) + text[pos:]
 
