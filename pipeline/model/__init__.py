@@ -1,4 +1,4 @@
-"""model: the decoder-only transformer, its size presets, and Hugging Face export/import.
+"""model: the decoder-only transformer, the encoder-decoder, size presets, Hugging Face export/import.
 
     python -m pipeline model                  every preset (conf/model/) with its parameter count and
                                               training FLOPs per token, computed from the shapes
@@ -11,39 +11,46 @@ from __future__ import annotations
 
 from pipeline.model.config import Config
 
-__all__ = ["Config", "Transformer", "build", "describe", "main"]
+__all__ = ["Config", "Transformer", "EncoderDecoder", "build", "describe", "main"]
 
 
 def __getattr__(name: str):
-    # The Transformer (and torch) load on first use: composing configs needs only Config.
+    # The models (and torch) load on first use: composing configs needs only Config.
     if name == "Transformer":
         from pipeline.model.transformer import Transformer
 
         return Transformer
+    if name == "EncoderDecoder":
+        from pipeline.model.encoder_decoder import EncoderDecoder
+
+        return EncoderDecoder
     raise AttributeError(f"module 'pipeline.model' has no attribute {name!r}")
 
 
-def build(cfg) -> "Transformer":
-    """A Transformer from a Config, a dict or an OmegaConf node (how a stage receives it)."""
+def build(cfg):
+    """The model ``cfg.arch`` names (Transformer, or EncoderDecoder) from a Config, a dict or an
+    OmegaConf node (how a stage receives it)."""
+    if not isinstance(cfg, Config):
+        if not isinstance(cfg, dict):
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = Config(**cfg)
+    if cfg.arch == "encoder_decoder":
+        from pipeline.model.encoder_decoder import EncoderDecoder
+
+        return EncoderDecoder(cfg)
     from pipeline.model.transformer import Transformer
 
-    if isinstance(cfg, Config):
-        return Transformer(cfg)
-    if not isinstance(cfg, dict):
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    return Transformer(Config(**cfg))
+    return Transformer(cfg)
 
 
 def describe(cfg: Config) -> dict:
     """Sizes of a config, computed on the meta device (no memory, so 1B+ presets are instant)."""
     import torch
 
-    from pipeline.model.transformer import Transformer
-
     with torch.device("meta"):
-        model = Transformer(cfg)
+        model = build(cfg)
     return {
         "params": model.num_params(),
         "non_embedding_params": model.num_params(non_embedding=True),

@@ -21,10 +21,15 @@ class Config:
     d_mlp: int = 384
     max_seq_len: int = 256
     rope_base: float = 10000.0
-    pos_emb: str = "rope"  # rope | sinusoidal
+    # rope | sinusoidal (decoder) | relative (encoder_decoder: T5's bucketed attention biases)
+    pos_emb: str = "rope"
     qk_norm: bool = False
     tie_embeddings: bool = True
     attention: str = "causal"  # causal | prefix
+    # decoder: the decoder-only Transformer (transformer.py); encoder_decoder: T5's layout
+    # (encoder_decoder.py), a bidirectional encoder and a causal decoder with cross-attention,
+    # n_layer blocks each: about the decoder's compute per token (each token crosses one stack).
+    arch: str = "decoder"  # decoder | encoder_decoder
     kernels: str = "auto"  # auto | triton | torch
     norm_eps: float = 1e-5
     # GPT-2/nanoGPT init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 n_layer).
@@ -52,13 +57,32 @@ class Config:
             problems.append(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         if self.pos_emb == "rope" and self.head_dim % 2:
             problems.append(f"rope needs an even head dim, got {self.head_dim}")
-        for key, allowed in (("pos_emb", ("rope", "sinusoidal")), ("attention", ("causal", "prefix")),
-                             ("kernels", ("auto", "triton", "torch"))):
+        for key, allowed in (("pos_emb", ("rope", "sinusoidal", "relative")), ("attention", ("causal", "prefix")),
+                             ("kernels", ("auto", "triton", "torch")), ("arch", ("decoder", "encoder_decoder"))):
             if getattr(self, key) not in allowed:
                 problems.append(f"{key} must be one of {'|'.join(allowed)}, got {getattr(self, key)!r}")
+        problems += self._arch_problems()
         for key in ("prompt_tokens", "prefix_tokens"):
             if getattr(self, key) < 0:
                 problems.append(f"{key} must be >= 0, got {getattr(self, key)}")
         if problems:
             raise ValueError("model config: " + "; ".join(problems))
         return self
+
+    def _arch_problems(self) -> list[str]:
+        """Options the chosen architecture cannot honour (each would change nothing, or break the
+        Hugging Face export after training): refused with what to set instead."""
+        if self.arch == "decoder":
+            return ["pos_emb=relative is the encoder-decoder's (T5's position biases); a decoder takes "
+                    "rope|sinusoidal"] if self.pos_emb == "relative" else []
+        wrong = {"pos_emb": (self.pos_emb != "relative", "relative (T5's bucketed biases, what "
+                                                         "T5ForConditionalGeneration holds)"),
+                 "attention": (self.attention != "causal", "causal (the encoder is bidirectional, the "
+                                                           "decoder causal; a prefix is the encoder's input)"),
+                 "qk_norm": (self.qk_norm, "false (T5 has no query/key norm)"),
+                 "tie_embeddings": (not self.tie_embeddings, "true (T5 shares one embedding for encoder, "
+                                                              "decoder and output)"),
+                 "prompt_tokens": (self.prompt_tokens != 0, "0 (virtual tokens are a decoder's)"),
+                 "prefix_tokens": (self.prefix_tokens != 0, "0 (virtual tokens are a decoder's)")}
+        return [f"arch=encoder_decoder needs {key}={fix}, got {getattr(self, key)!r}"
+                for key, (bad, fix) in wrong.items() if bad]

@@ -2,6 +2,7 @@
 
     export_hf(model, "results/tokenize/<key>/tokenizer.json", "out/hf")
     AutoModelForCausalLM.from_pretrained("out/hf")    # LlamaForCausalLM (Qwen3ForCausalLM with qk_norm)
+    AutoModelForSeq2SeqLM.from_pretrained("out/hf")   # T5ForConditionalGeneration (arch=encoder_decoder, hf_t5.py)
     model = import_hf("out/hf")                       # back to our Transformer
 
 The default model is Llama's architecture weight for weight (same rotate_half RoPE, RMSNorm,
@@ -81,7 +82,8 @@ def hf_config(cfg: Config, token_ids: dict[str, int | None]):
     if cfg.pos_emb != "rope":
         raise ValueError("export_hf: pos_emb=sinusoidal has no Llama/Qwen3 equivalent; only rope models export")
     if cfg.attention == "prefix":
-        log.warning("export_hf: a prefix-attention model exports as a causal LM (bidirectional prefixes are not expressible in Llama)")
+        log.warning("export_hf: a prefix-attention model exports as a causal LM: the export computes what our "
+                    "model does without prefix_len (Llama has no bidirectional prefix)")
     common = dict(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
         num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head,
@@ -127,17 +129,26 @@ def export_hf(model: Transformer, tokenizer_json_path: str | Path, out_dir: str 
     tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), model_max_length=model.cfg.max_seq_len,
                                   **{f"{k}_token": v for k, v in specials.items()})
     ids = {k: tok.convert_tokens_to_ids(v) for k, v in specials.items()}
-    config = hf_config(model.cfg, ids)
+    if model.cfg.arch == "encoder_decoder":  # T5ForConditionalGeneration (hf_t5.py); chat is a decoder's
+        from pipeline.model.hf_t5 import t5_config, t5_state
+
+        config, state = t5_config(model.cfg, ids), t5_state(model)
+    else:
+        config, state = hf_config(model.cfg, ids), _decoder_state(model)
+        _chat_files(tok, tokenizer_json.parent, ids, out)
     config.save_pretrained(out)
-    _chat_files(tok, tokenizer_json.parent, ids, out)
     tok.save_pretrained(out)
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def _decoder_state(model: Transformer) -> dict[str, torch.Tensor]:
     state = {}
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and model.cfg.tie_embeddings:
             continue  # tied: transformers re-ties it to the embedding on load
         state[to_hf_name(name)] = tensor.detach().to("cpu").contiguous()
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-    return out
+    return state
 
 
 def _load_tensors(directory: Path) -> dict[str, torch.Tensor]:

@@ -5,11 +5,13 @@ one loads (pretrain, fine-tuning, compression, evaluation, inference).
     model_config.json      pipeline.model.Config as JSON
     tokenizer.json         the tokenizer (Hugging Face tokenizers), chat template included once set
     tokenizer_meta.json    the tokenize stage's meta.json: special-token ids and counts
-    hf/                    the transformers export (LlamaForCausalLM, or Qwen3ForCausalLM with qk-norm)
+    hf/                    the transformers export (LlamaForCausalLM, Qwen3ForCausalLM with qk-norm,
+                           T5ForConditionalGeneration for model.arch=encoder_decoder)
     compression.json       compressed models only: the quantized / low-rank layers and shared blocks
 
     save_model_dir(out, model, tokenizer_json, tokenizer_meta)
     model = load_model("results/pretrain/<key>")            # strict: every tensor accounted for
+    model = load_model(path, archs=("decoder", "encoder_decoder"))   # a reader of both families
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.core.errors import StageError
-from pipeline.model.transformer import Config, Transformer
+from pipeline.model.config import Config
 
 WEIGHTS, CONFIG, TOKENIZER, TOKENIZER_META, HF_DIR = (
     "model.safetensors", "model_config.json", "tokenizer.json", "tokenizer_meta.json", "hf")
@@ -92,13 +94,21 @@ def load_state_strict(model, state: dict, where) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path, device: str = "cpu", kernels: str | None = None) -> Transformer:
-    """Our Transformer from a model directory, in eval mode."""
+def load_model(path, device: str = "cpu", kernels: str | None = None, archs: tuple[str, ...] = ("decoder",)):
+    """Our model from a model directory, in eval mode. ``archs``: the architectures the caller
+    can use; the decoder-only readers (fine-tuning, compression, GGUF, the inference engine)
+    keep the default, so an encoder-decoder is refused before any work, saying so."""
+    from pipeline.model import build
+
     path = Path(path)
     cfg = load_config(path)
+    if cfg.arch not in archs:
+        raise StageError(f"{path} holds an {cfg.arch} model (model.arch={cfg.arch}) and this step reads "
+                         f"{' or '.join(archs)} models only: fine-tuning, compression, GGUF export and the "
+                         f"inference engine take decoder models; evaluate scores encoder-decoders")
     if kernels is not None:
         cfg.kernels = kernels
-    model = Transformer(cfg)
+    model = build(cfg)
     layout = load_compression(path)
     if layout:  # compressed: swap in the quantized / low-rank modules the weights were saved from
         from pipeline.model.quantized import apply_layout, tie_blocks
@@ -125,7 +135,7 @@ def special_token_ids(path) -> dict:
     return json.loads(meta.read_text()).get("special_tokens", {}) if meta.is_file() else {}
 
 
-def save_model_dir(out, model: Transformer, tokenizer_json, tokenizer_meta=None, hf: bool = True,
+def save_model_dir(out, model, tokenizer_json, tokenizer_meta=None, hf: bool = True,
                    state: dict | None = None, log=None) -> Path:
     """Write a model directory; ``state`` (default: the model's own) are the weights saved."""
     out = Path(out)

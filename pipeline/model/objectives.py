@@ -1,4 +1,16 @@
-"""Training objectives beside next-token prediction: T5/UL2-style span corruption.
+"""Training objectives beside next-token prediction: T5/UL2 span corruption and prefix LM.
+
+Every objective turns a window of tokens into a (source, target) pair: the source is what the
+model reads, the target what it learns to write. The pair is then laid out for the model:
+
+    decoder          one sequence source + target, the source as the prefix (``prefix_len``:
+                     attended bidirectionally by attention=prefix), loss on the target only
+    encoder-decoder  the source into the encoder, the target into the decoder (shifted right
+                     behind the start token), loss on every target token
+
+    lm               source = the first token, target = the rest (ordinary next-token loss)
+    prefix_lm        source = a prefix of uniformly random length, target = the rest
+    span_corruption  source = the window with spans replaced by sentinels, target = the spans
 
 Span corruption (Raffel et al. 2020, T5; Tay et al. 2022, UL2) hides random spans of a text
 behind sentinel tokens and trains the model to write the hidden spans back:
@@ -9,8 +21,8 @@ behind sentinel tokens and trains the model to write the hidden spans back:
 
 A decoder-only model learns it as one sequence ``input + target``: with ``attention=prefix``
 the input is the bidirectional prefix (UL2's prefix-LM denoiser, ``prefix_len`` = its length),
-with ``attention=causal`` the same sequence is plain causal denoising. Only target tokens count
-in the loss. Span positions follow T5's ``random_spans_noise_mask``: noise and non-noise runs
+with ``attention=causal`` the same sequence is plain causal denoising; an encoder-decoder reads
+the input in its encoder. Only target tokens count in the loss. Span positions follow T5's ``random_spans_noise_mask``: noise and non-noise runs
 are random segmentations, alternating, always starting with non-noise.
 
     n = raw_length(seq_len=256)                          # raw tokens per window
@@ -61,14 +73,11 @@ def raw_length(seq_len: int, noise_density: float = 0.15, mean_span_length: floa
     raise ValueError(f"seq_len {seq_len} is too short for span corruption")
 
 
-def span_corruption(tokens: torch.Tensor, sentinel_ids: list[int], noise_density: float = 0.15,
-                    mean_span_length: float = 3.0, generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One window (n,) -> (idx (L,), targets (L,), prefix_len), L = n + 2 x spans - 1.
-
-    ``targets`` is ``-100`` wherever the next token belongs to the corrupted input, so the loss
-    covers the target stream only; ``prefix_len`` is the corrupted input's length.
-    """
+def corrupt_spans(tokens: torch.Tensor, sentinel_ids: list[int], noise_density: float = 0.15,
+                  mean_span_length: float = 3.0, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window (n,) -> (source, target): the window with each hidden span replaced by its
+    sentinel, and each sentinel followed by the span it hides (n + 2 x spans tokens in all)."""
     tokens = torch.as_tensor(tokens).long().reshape(-1)
     mask = noise_mask(len(tokens), noise_density, mean_span_length, generator)
     starts = mask & ~torch.cat([torch.tensor([False]), mask[:-1]])  # first token of each span
@@ -81,12 +90,66 @@ def span_corruption(tokens: torch.Tensor, sentinel_ids: list[int], noise_density
     # Input: non-noise tokens, and each span's first token replaced by its sentinel.
     inp = torch.where(starts, sentinels[span_of.clamp(min=0)], tokens)[~mask | starts]
     # Target: each span's sentinel followed by the span's tokens.
-    tgt = _interleave(tokens[mask], span_of[mask], sentinels)
-    seq = torch.cat([inp, tgt])
-    prefix_len = len(inp)
+    return inp, _interleave(tokens[mask], span_of[mask], sentinels)
+
+
+def span_corruption(tokens: torch.Tensor, sentinel_ids: list[int], noise_density: float = 0.15,
+                    mean_span_length: float = 3.0, generator: torch.Generator | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One window (n,) -> (idx (L,), targets (L,), prefix_len), L = n + 2 x spans - 1: the
+    decoder layout of ``corrupt_spans``."""
+    source, target = corrupt_spans(tokens, sentinel_ids, noise_density, mean_span_length, generator)
+    idx, targets = decoder_layout(source, target)
+    return idx, targets, len(source)
+
+
+def split_prefix(tokens: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window (n,) -> (prefix, rest), the prefix 1 .. n-1 tokens long, uniformly (T5's and
+    UL2's prefix LM)."""
+    tokens = torch.as_tensor(tokens).long().reshape(-1)
+    if len(tokens) < 2:
+        raise ValueError(f"a prefix LM needs at least 2 tokens, got {len(tokens)}")
+    p = int(torch.randint(1, len(tokens), (1,), generator=generator))
+    return tokens[:p], tokens[p:]
+
+
+def decoder_layout(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(idx, targets) of the sequence source + target: the model reads all but its last token
+    and is scored on the target only (``-100`` where the next token belongs to the source)."""
+    seq = torch.cat([source, target])
     idx, targets = seq[:-1].clone(), seq[1:].clone()
-    targets[: prefix_len - 1] = -100  # predicting the corrupted input is not the task
-    return idx, targets, prefix_len
+    targets[: len(source) - 1] = -100  # predicting the visible source is not the task
+    return idx, targets
+
+
+def decoder_batch(pairs: list[tuple[torch.Tensor, torch.Tensor]], seq_len: int, pad_id: int) -> dict:
+    """(source, target) pairs -> {"idx", "targets"} (B, seq_len), padded on the right (pad id,
+    target -100), and "prefix_len" (B,): each row's source length."""
+    idx = torch.full((len(pairs), seq_len), pad_id, dtype=torch.long)
+    targets = torch.full((len(pairs), seq_len), -100, dtype=torch.long)
+    for row, (source, target) in enumerate(pairs):
+        x, y = decoder_layout(source, target)
+        if len(x) > seq_len:
+            raise ValueError(f"a {len(x)}-token sequence does not fit seq_len {seq_len}")
+        idx[row, :len(x)], targets[row, :len(y)] = x, y
+    prefix_len = torch.tensor([len(source) for source, _ in pairs], dtype=torch.long)
+    return {"idx": idx, "targets": targets, "prefix_len": prefix_len}
+
+
+def seq2seq_batch(pairs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict:
+    """(source, target) pairs -> {"enc", "enc_mask"} (B, S) and {"dec", "targets"} (B, U):
+    the decoder reads the target shifted right behind ``pad_id`` (T5's decoder start token),
+    each padded to the longest row (encoder padding masked, target padding -100)."""
+    S, U = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs)
+    enc = torch.full((len(pairs), S), pad_id, dtype=torch.long)
+    dec = torch.full((len(pairs), U), pad_id, dtype=torch.long)
+    targets = torch.full((len(pairs), U), -100, dtype=torch.long)
+    enc_mask = torch.zeros((len(pairs), S), dtype=torch.bool)
+    for row, (source, target) in enumerate(pairs):
+        enc[row, :len(source)], enc_mask[row, :len(source)] = source, True
+        dec[row, 1:len(target)] = target[:-1]
+        targets[row, :len(target)] = target
+    return {"enc": enc, "enc_mask": enc_mask, "dec": dec, "targets": targets}
 
 
 def _interleave(span_tokens: torch.Tensor, span_index: torch.Tensor, sentinels: torch.Tensor) -> torch.Tensor:

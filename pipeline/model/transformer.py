@@ -8,7 +8,8 @@ compare (the shapes the LLM surveys contrast):
                                     as in the original Transformer)
     attention  causal | prefix     (prefix: bidirectional over the first ``prefix_len`` tokens,
                                     causal after, as PaLM's/GLM's prefix decoders; pass
-                                    ``prefix_len`` to forward)
+                                    ``prefix_len`` to forward, an int or one per row: the
+                                    training objective draws it, train.objective)
     qk_norm    RMSNorm on each query/key head before RoPE (OLMo 2, Qwen3: steadier logits)
     tie_embeddings   share the token embedding with the output head (GPT-2, Llama 3.2 1B)
     prompt_tokens    a soft prompt: n learned input embeddings before the text (prompt tuning)
@@ -122,6 +123,9 @@ class Transformer(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg.validate()
+        if cfg.arch != "decoder":
+            raise ValueError(f"Transformer is the decoder-only model; arch={cfg.arch!r} is built by "
+                             "pipeline.model.build (encoder_decoder.py)")
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)

@@ -1,9 +1,11 @@
-"""Span corruption: the hidden spans come back, lengths are exact, the loss covers targets only."""
+"""Objectives: the hidden spans come back, lengths are exact, prefixes are uniform, both layouts
+score the target only."""
 import pytest
 import torch
 
 from pipeline.model import Config, Transformer
-from pipeline.model.objectives import noise_mask, raw_length, span_corruption, span_corruption_batch, span_counts
+from pipeline.model.objectives import (corrupt_spans, decoder_batch, noise_mask, raw_length, seq2seq_batch,
+                                       span_corruption, span_corruption_batch, span_counts, split_prefix)
 
 SENTINELS = list(range(1000, 1032))
 
@@ -76,3 +78,43 @@ def test_a_prefix_model_trains_on_corrupted_batches():
     _, loss = model(idx, targets, prefix_len=prefix)
     loss.backward()
     assert torch.isfinite(loss) and model.embed.weight.grad.abs().sum() > 0
+
+
+def test_prefix_split_is_uniform_over_the_window_and_keeps_every_token():
+    tokens = torch.arange(10)
+    g = torch.Generator().manual_seed(0)
+    lengths = []
+    for _ in range(900):
+        prefix, rest = split_prefix(tokens, g)
+        assert torch.equal(torch.cat([prefix, rest]), tokens) and len(prefix) >= 1 and len(rest) >= 1
+        lengths.append(len(prefix))
+    counts = torch.bincount(torch.tensor(lengths), minlength=10)[1:]
+    assert counts.min() > 60 and counts.max() < 140  # 9 lengths, 100 each expected
+
+
+def test_decoder_batch_scores_the_targets_only_and_pads_on_the_right():
+    pairs = [(torch.tensor([1, 2, 3]), torch.tensor([4, 5])), (torch.tensor([6]), torch.tensor([7, 8, 9]))]
+    b = decoder_batch(pairs, seq_len=6, pad_id=0)
+    assert b["idx"].tolist() == [[1, 2, 3, 4, 0, 0], [6, 7, 8, 0, 0, 0]]
+    assert b["targets"].tolist() == [[-100, -100, 4, 5, -100, -100], [7, 8, 9, -100, -100, -100]]
+    assert b["prefix_len"].tolist() == [3, 1]
+    with pytest.raises(ValueError, match="does not fit seq_len 3"):
+        decoder_batch(pairs, seq_len=3, pad_id=0)
+
+
+def test_seq2seq_batch_shifts_the_target_behind_the_start_token():
+    pairs = [(torch.tensor([1, 2, 3]), torch.tensor([4, 5])), (torch.tensor([6]), torch.tensor([7, 8, 9]))]
+    b = seq2seq_batch(pairs, pad_id=0)
+    assert b["enc"].tolist() == [[1, 2, 3], [6, 0, 0]]
+    assert b["enc_mask"].tolist() == [[True, True, True], [True, False, False]]
+    assert b["dec"].tolist() == [[0, 4, 0], [0, 7, 8]]
+    assert b["targets"].tolist() == [[4, 5, -100], [7, 8, 9]]
+
+
+def test_both_layouts_of_a_corrupted_window_carry_the_same_target():
+    tokens = torch.randint(0, 900, (80,))
+    source, target = corrupt_spans(tokens, SENTINELS, generator=torch.Generator().manual_seed(3))
+    dec = decoder_batch([(source, target)], seq_len=len(source) + len(target) - 1, pad_id=0)
+    s2s = seq2seq_batch([(source, target)], pad_id=0)
+    assert dec["targets"][0][dec["targets"][0] != -100].tolist() == s2s["targets"][0].tolist() == target.tolist()
+    assert uncorrupt(dec["idx"][0], dec["targets"][0], len(source), SENTINELS) == tokens.tolist()
