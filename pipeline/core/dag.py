@@ -168,6 +168,7 @@ def stage_config(cfg, stage: str) -> dict:
     from pipeline.stage import stage_module
 
     spec = OmegaConf.to_container(cfg.dag, resolve=True).get(stage) or {}
-    entry_config = spec.get("config") or {} if spec.get("stage", stage) == stage else {}
+    # The schema gives every entry stage=None (the step's name): an entry named after the stage is its own.
+    entry_config = spec.get("config") or {} if (spec.get("stage") or stage) == stage else {}
     group = OmegaConf.to_container(cfg[stage], resolve=True) if stage in cfg else {}
     return checked_config(stage_module(stage), stage, [group, entry_config], f"dag.{stage}")
