@@ -396,12 +396,14 @@ PRIORITY = {k: i for i, k in enumerate(
 
 
 def _blank(text: str, spans: list[Span]) -> str:
-    """``text`` with the spans overwritten by NULs: same positions, and a NUL neither joins
-    digit runs (a space would) nor glues to a number as a letter does."""
+    """``text`` with each span overwritten by ``<NUL...>``: same positions, and the text
+    around it reads as it will around the placeholder that replaces it (``<EMAIL>``): no
+    digit run joins across it (a space would join one) and nothing is glued to it."""
     parts, pos = [], 0
     for s in sorted(spans, key=lambda s: s.start):
         if s.start >= pos:
-            parts += [text[pos:s.start], "\0" * (s.end - s.start)]
+            n = s.end - s.start
+            parts += [text[pos:s.start], "<" + "\0" * (n - 2) + ">" if n >= 2 else "\0"]
             pos = s.end
     return "".join(parts) + text[pos:]
 

@@ -59,11 +59,12 @@ def _scrub_soundly(text, cfg):
 # so never in pseudonym mode, whose values end in letters or digits; scrub read its own
 # phone pseudonyms as phones, an address pseudonym as a password's value, and the digits of
 # an IPv6 pseudonym as the end of a phone number before it. A space where a value was
-# blanked joined the digits on either side into one run.
+# blanked joined the digits on either side into one run, and a password's value read
+# differently next to a blank than next to the placeholder.
 FOUND = ["0@0.AA(2012)0000/00", "gho_000000000000000000000000000000000000(2012)0000/00",
          "contact jo@mail.com(415) 555-0134 now", "call +1-202-555-0101 or (415) 555-0134", "PASSWORD=0@0.AA",
          "400000000000006)1.0.0.0", "PASSWORD=0@0.AA=", "+1201200 2000::",
-         "000000000000000000000000000000000000000000 0@0.AA(2012) 0000/00"]
+         "000000000000000000000000000000000000000000 0@0.AA(2012) 0000/00", "PASSWORD=00000=0@0.AA"]
 
 
 def every_found(test):
