@@ -98,7 +98,7 @@ class Config:
     progress: bool = unkeyed(True)
 
     def __post_init__(self):
-        from pipeline.compress.methods import check_chain
+        from pipeline.compress.chain import check_chain
 
         self.methods = list(self.methods)
         check_chain(self.methods)

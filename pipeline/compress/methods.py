@@ -11,6 +11,7 @@ from typing import Callable
 
 from pipeline.compress import distill, lowrank, prune, quantize, sharing, smooth
 from pipeline.compress.calibrate import block_linears
+from pipeline.compress.chain import GROUPED, KINDS
 from pipeline.core.errors import StageError
 
 
@@ -29,27 +30,21 @@ def _distill(model, ctx):
     return student
 
 
-METHODS = {
-    "distill": Method("distill", False, _distill,
-                      "a smaller student trained on the teacher's soft targets (shared training loop)"),
-    "int8": Method("quantize", False, lambda m, c: quantize.quantize_rtn(m, c, 8, 0, True),
-                   "int8 weights per output channel, round to nearest"),
-    "rtn": Method("quantize", False,
-                  lambda m, c: quantize.quantize_rtn(m, c, c.cfg.bits, c.cfg.group_size, c.cfg.symmetric),
-                  "int-b weights per group, round to nearest"),
-    "gptq": Method("quantize", True, quantize.quantize_gptq, "int-b weights per group, GPTQ error correction"),
-    "awq": Method("quantize", True, smooth.quantize_awq, "int-b weights per group after AWQ's activation-aware scaling"),
-    "smoothquant": Method("quantize", True, smooth.quantize_smoothquant,
-                          "int8 weights per channel and int8 activations per token after SmoothQuant scaling"),
-    "magnitude": Method("prune", False, prune.prune_magnitude, "smallest |W| of each layer set to 0"),
-    "wanda": Method("prune", True, prune.prune_wanda, "smallest |W| x ||X|| of each row set to 0"),
-    "sparsegpt": Method("prune", True, prune.prune_sparsegpt, "OBS pruning with the kept weights updated"),
-    "svd": Method("lowrank", False, lowrank.factorize, "truncated SVD: each Linear as two smaller ones"),
-    "tie_embeddings": Method("share", False, sharing.tie_embeddings, "one matrix for embedding and output head"),
-    "share_layers": Method("share", False, sharing.share_layers, "groups of consecutive blocks share weights"),
+APPLY = {
+    "distill": _distill,
+    "int8": lambda m, c: quantize.quantize_rtn(m, c, 8, 0, True),
+    "rtn": lambda m, c: quantize.quantize_rtn(m, c, c.cfg.bits, c.cfg.group_size, c.cfg.symmetric),
+    "gptq": quantize.quantize_gptq,
+    "awq": smooth.quantize_awq,
+    "smoothquant": smooth.quantize_smoothquant,
+    "magnitude": prune.prune_magnitude,
+    "wanda": prune.prune_wanda,
+    "sparsegpt": prune.prune_sparsegpt,
+    "svd": lowrank.factorize,
+    "tie_embeddings": sharing.tie_embeddings,
+    "share_layers": sharing.share_layers,
 }
-ORDER = {"distill": -1, "share": 0, "prune": 1, "lowrank": 1, "quantize": 2}
-GROUPED = ("rtn", "gptq", "awq")  # methods that use group_size
+METHODS = {name: Method(kind, calibrated, APPLY[name], what) for name, (kind, calibrated, what) in KINDS.items()}
 
 
 @dataclass
@@ -63,28 +58,6 @@ class Context:
     inputs: dict = field(default_factory=dict)  # role -> directory (distillation reads them)
     out: object = None
     log: object = None
-
-
-def check_chain(methods: list[str]) -> None:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise StageError(f"compress.methods={methods}: unknown method(s) {unknown}; choose from {', '.join(METHODS)}"
-                         if unknown else "compress.methods is empty: name at least one method")
-    kinds = [METHODS[m].kind for m in methods]
-    problems = []
-    if len(set(methods)) != len(methods):
-        problems.append("a method appears twice")
-    for kind in ("prune", "quantize"):
-        if kinds.count(kind) > 1:
-            problems.append(f"more than one {kind} method")
-    if [ORDER[k] for k in kinds] != sorted(ORDER[k] for k in kinds):
-        problems.append("order must be weight sharing, then pruning or low-rank, then quantization")
-    if "lowrank" in kinds and len({k for k in kinds if k != "share"}) > 1:
-        problems.append("svd combines with neither pruning nor quantization (its factors are new layers)")
-    if "share_layers" in methods and set(kinds) - {"share"}:
-        problems.append("share_layers combines only with tie_embeddings (compressing each layer would undo sharing)")
-    if problems:
-        raise StageError(f"compress.methods={methods}: " + "; ".join(problems))
 
 
 def check_layers(model, cfg) -> None:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pipeline.core.errors import StageError
+
+if TYPE_CHECKING:  # only annotations: checking a serve config must not import torch
+    import torch
 
 DTYPES = ("f32", "f16", "q8_0")
 _LAYER = {"attn_norm.weight": "attn_norm", "attn.q_proj.weight": "attn_q", "attn.k_proj.weight": "attn_k",
