@@ -27,11 +27,16 @@ def names(steps):
 
 def test_the_default_dag_reads_in_order():
     steps = build_steps(compose([]))
-    assert names(steps) == ["collect", "filter", "dedup", "scrub", "tokenize", "pretrain", "evaluate",
+    assert names(steps) == ["collect", "filter", "dedup", "scrub", "tokenize", "pretrain",
                             "sft", "lora", "dpo", "reward", "rl", "evaluate_chat_pretrain", "evaluate_chat_sft",
-                            "evaluate_chat_lora", "evaluate_chat_dpo", "evaluate_chat_rl", "serve"]
+                            "evaluate_chat_lora", "evaluate_chat_dpo", "evaluate_chat_rl",
+                            "compress_int8", "compress_gptq4", "compress_wanda", "compress_distill",
+                            "evaluate_pretrain", "evaluate_compress_int8", "evaluate_compress_gptq4",
+                            "evaluate_compress_wanda", "evaluate_compress_distill", "serve"]
     by = {s.name: s for s in steps}
-    assert by["evaluate"].inputs["model"] is by["pretrain"] and by["evaluate"].inputs["tokens"] is by["tokenize"]
+    assert by["evaluate_pretrain"].inputs == {"model": by["pretrain"], "tokens": by["tokenize"]}
+    assert by["evaluate_compress_gptq4"].inputs["model"] is by["compress_gptq4"]
+    assert by["compress_gptq4"].typed.methods == ["gptq"] and by["compress_int8"].typed.methods == ["int8"]
 
 
 def test_one_stage_used_twice_with_different_inputs_and_configs_runs_each(tmp_path):
@@ -89,8 +94,8 @@ def test_a_disabled_branch_takes_its_glob_dependents_and_names_its_plain_ones():
 
 
 def test_a_glob_that_matches_nothing_makes_no_step():
-    cfg = with_dag({"evaluate": {"inputs": {"model": ["compress_*"], "tokens": "tokenize"}}})
-    assert "evaluate" not in names(build_steps(cfg)) and "pretrain" in names(build_steps(cfg))
+    cfg = with_dag({"evaluate": {"inputs": {"model": ["nothing_*"], "tokens": "tokenize"}}})
+    assert not [n for n in names(build_steps(cfg)) if n.startswith("evaluate_") and "chat" not in n]
 
 
 @pytest.mark.parametrize("extra, message", [
