@@ -126,15 +126,12 @@ def merge_stats(parts: list[dict]) -> dict:
     return total
 
 
-def map_shards(fn: ShardFn, in_dir: Path, out_dir: Path, workers: int = 1, desc: str = "") -> dict:
-    """Apply ``fn`` to every shard of ``in_dir`` (in ``workers`` processes); return merged stats."""
-    paths = shard_paths(in_dir)
-    if not paths:
-        raise RuntimeError(f"no shards ({SHARD_GLOB}) in {in_dir}")
+def map_paths(fn: ShardFn, paths: list[Path], out_dir: Path, workers: int = 1, desc: str = "") -> list[dict]:
+    """Apply ``fn`` to each shard in ``paths`` (in ``workers`` processes); the stats of each, in order."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(paths), desc=desc or "shards", unit="shard", disable=None)
     parts = []
-    if workers <= 1 or len(paths) == 1:
+    if workers <= 1 or len(paths) <= 1:
         for p in paths:
             parts.append(_run_one(fn, p, out_dir))
             bar.update()
@@ -144,4 +141,12 @@ def map_shards(fn: ShardFn, in_dir: Path, out_dir: Path, workers: int = 1, desc:
                 parts.append(part)
                 bar.update()
     bar.close()
-    return merge_stats(parts)
+    return parts
+
+
+def map_shards(fn: ShardFn, in_dir: Path, out_dir: Path, workers: int = 1, desc: str = "") -> dict:
+    """Apply ``fn`` to every shard of ``in_dir`` (in ``workers`` processes); return merged stats."""
+    paths = shard_paths(in_dir)
+    if not paths:
+        raise RuntimeError(f"no shards ({SHARD_GLOB}) in {in_dir}")
+    return merge_stats(map_paths(fn, paths, out_dir, workers, desc))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pipeline.core.docs import map_shards
+from pipeline.core.shard_jobs import ShardPart, map_or_gather
 from pipeline.filter.apply import filter_shard, judge
 from pipeline.filter.c4 import C4Config
 from pipeline.filter.fineweb import FineWebConfig
@@ -60,8 +60,13 @@ class Config:
     fineweb: FineWebConfig = field(default_factory=FineWebConfig)
     toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
     workers: int = unkeyed(1)  # processes over shards
+    # Snakemake jobs the step is split into, each over every n-th input shard, then one job that
+    # gathers them (pipeline/core/shard_jobs.py); 0 = one job. The result is the same either way.
+    shard_jobs: int = unkeyed(0)
 
     def __post_init__(self):
+        if self.shard_jobs < 0:
+            raise StageError(f"filter.shard_jobs must be >= 0 (0 = one job), got {self.shard_jobs}")
         # execute() builds Config(**subtree) from plain dicts: make the groups dataclasses.
         for name, cls in GROUPS.items():
             value = getattr(self, name)
@@ -72,8 +77,12 @@ class Config:
                     raise StageError(f"filter.{name}: {err}") from None
 
 
+# One Snakemake job per slice of the input shards when shard_jobs > 0 (the rules are generated).
+PARTS = {"shards": ShardPart(lambda cfg: partial(filter_shard, cfg))}
+
+
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     log.info("filter config: %s", dataclasses.asdict(cfg))
-    stats = map_shards(partial(filter_shard, cfg), inputs["docs"], out, cfg.workers, desc="filter")
+    stats = map_or_gather(PARTS["shards"], cfg, inputs, out, log, desc="filter")
     log.info("filter: kept %d of %d documents; dropped %s", stats["docs_kept"], stats["docs_in"], stats["dropped"])
     return stats

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from pipeline.core.docs import map_shards
+from pipeline.core.shard_jobs import ShardPart, map_or_gather
 from pipeline.scrub.apply import scrub_shard, scrub_text
 from pipeline.scrub.detect import KINDS
 from pipeline.core.errors import StageError
@@ -44,7 +44,12 @@ class Config:
     drop_only_pii: bool = True  # a document that is nothing but PII (an address list) is dropped
     skip_sources: list[str] = field(default_factory=list)  # fnmatch globs left untouched
     workers: int = unkeyed(1)
+    # Snakemake jobs the step is split into, each over every n-th input shard, then one job that
+    # gathers them (pipeline/core/shard_jobs.py); 0 = one job. The result is the same either way.
+    shard_jobs: int = unkeyed(0)
     def __post_init__(self):
+        if self.shard_jobs < 0:
+            raise StageError(f"scrub.shard_jobs must be >= 0 (0 = one job), got {self.shard_jobs}")
         unknown = sorted(set(self.types) - set(KINDS))
         if unknown:
             raise StageError(f"scrub.types: unknown type(s) {unknown}; choose from {list(KINDS)}")
@@ -57,8 +62,12 @@ class Config:
             raise StageError(f"scrub.phone_regions: {bad} are not ISO 3166 region codes phonenumbers knows (e.g. US, GB, DE)")
 
 
+# One Snakemake job per slice of the input shards when shard_jobs > 0 (the rules are generated).
+PARTS = {"shards": ShardPart(lambda cfg: partial(scrub_shard, cfg))}
+
+
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     log.info("scrub config: %s", dataclasses.asdict(cfg))
-    stats = map_shards(partial(scrub_shard, cfg), inputs["docs"], out, cfg.workers, desc="scrub")
+    stats = map_or_gather(PARTS["shards"], cfg, inputs, out, log, desc="scrub")
     log.info("scrub: %d of %d documents held PII: %s", stats["docs_with_pii"], stats["docs_in"], stats["pii"])
     return stats

@@ -5,7 +5,9 @@ sys.path.insert(0, workflow.basedir)
 
 from pipeline.core.plan import log_file, plan_file, step_dir
 from pipeline.core.publish import is_complete
+from pipeline.core.shard_jobs import part_names, sharded_part
 from pipeline.core.source import stale_parts
+from pipeline.stage import stage_module
 from workflow.plan import build_plan, results_dir, unique_steps, write_all
 
 RESULTS = results_dir(config)
@@ -53,6 +55,39 @@ def job_resources(wildcards):
     s = planned(wildcards)
     declare = getattr(s.module, "resources", None)
     return declare(s.typed) if declare else {"threads": getattr(s.typed, "workers", 1)}
+
+
+# What a job asks for when its stage's resources(cfg) does not say (Snakemake's resources;
+# the slurm executor turns them into sbatch options). mpi "": run the command as it is.
+RESOURCE_DEFAULTS = {"mem_mb": 4000, "runtime": 60, "nodes": 1, "tasks": 1, "mpi": "", "gres": ""}
+
+
+def rule_resources(stage):
+    """The resources of a stage's rule: mem_mb, runtime, and what any of its steps' resources(cfg)
+    adds (nodes, tasks, mpi and gres for multi-node training), each read per job."""
+    keys = {"mem_mb", "runtime"}
+    for s in STEPS.values():
+        declare = getattr(s.module, "resources", None) if s.stage == stage else None
+        keys |= set(declare(s.typed)) - {"threads"} if declare else set()
+    unknown = keys - set(RESOURCE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"pipeline/{stage}: resources() returns {sorted(unknown)}; known: {sorted(RESOURCE_DEFAULTS)}")
+    return {k: (lambda wc, k=k: job_resources(wc).get(k, RESOURCE_DEFAULTS[k])) for k in sorted(keys)}
+
+
+def shard_part_dirs(wildcards):
+    """The part directories of a step split into shard jobs (shard_jobs > 0); [] otherwise."""
+    s = planned(wildcards)
+    part = sharded_part(s.module)
+    count = part.jobs(s.typed) if part else 0
+    return [str(step_dir(RESULTS, s.name, s.key, "shards") / name) for name in part_names(count)]
+
+
+def gather_arg(wildcards, input):
+    """The stage's rule gathers its shard jobs' parts (run-step --input shards=DIR) when it has them."""
+    if not input.shards:
+        return ""
+    return f"--input shards={step_dir(RESULTS, wildcards.step, wildcards.key, 'shards')}"
 
 
 def step_outputs():
