@@ -74,7 +74,7 @@ def llmc_worker(recipe: str, model_dir: Path, calib: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    ids = torch.load(calib)
+    ids = torch.load(calib, weights_only=True)
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     started = time.time()

@@ -26,7 +26,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.step import Input, unkeyed
 
 INPUTS: dict[str, Input] = {}  # a source stage: it reads what its config names
-VERSION = "1"
+VERSION = "2"  # 2: users' ids kept, duplicate_id / bad_id set aside, source-relative file names
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Config:
     # Larger documents are set aside as `too_long` (bytes of UTF-8).
     max_doc_bytes: int = 2_000_000
     text_key: str = "text"
+    id_key: str = "id"  # the field holding a record's own id, kept as given (datatrove's id_key)
     shard_docs: int = 500
     sample_size: int = unkeyed(3)  # documents per source shown in the report
     # Secret-Sharer canaries planted into the raw text; evaluate measures their exposure.

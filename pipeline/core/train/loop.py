@@ -48,7 +48,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.core.errors import StageError
-from pipeline.core.train import checkpoint, distributed, metrics, optim, precision
+from pipeline.core.train import checkpoint, distributed, metrics, optim, parallel, precision
 
 # Test hook for the resume tests: SIGKILL this process right after finishing that step.
 KILL_AFTER_STEP_ENV = "LMDAG_TRAIN_KILL_AFTER_STEP"
@@ -85,6 +85,9 @@ class Job:
     tokens_per_step: int = 0  # tokens one optimizer step processes (all ranks)
     flops_per_token: float = 0.0  # training FLOPs per token, for MFU (0 = not reported)
     stats: dict = field(default_factory=dict)  # extra stats the finish callback receives
+    # The train.objective its loss and batches implement: another value in the train config
+    # is refused rather than silently trained as this one.
+    objective: str = "lm"
 
 
 @dataclass
@@ -132,6 +135,7 @@ def prepare(model, tc, d, device, log=None):
     import logging
 
     log = log or logging.getLogger("lmdag.train")
+    model = parallel.parallelize(model, tc, transformer_blocks(model))  # pipeline stage, tensor parallel
     blocks = transformer_blocks(model)
     if tc.activation_checkpointing:
         apply_activation_checkpointing(blocks)
@@ -139,6 +143,7 @@ def prepare(model, tc, d, device, log=None):
         for block in blocks:  # per block (torchtitan): one graph, reused by every layer
             block.compile()
     model = distributed.wrap(model, tc.strategy, tc.fsdp_cpu_offload, d, device, blocks)
+    model = parallel.pipelined(model, tc, device)
     opt = optim.adamw(model, tc, device.type)
     prec = precision.resolve(tc.precision, device)
     return model, opt, optim.scheduler(opt, tc), prec, prec.scaler()
@@ -179,7 +184,10 @@ def optimizer_step(model, opt, scaler, prec, micro_batches, tc, device, loss_fn=
     grad_norm = None
     if tc.grad_clip > 0:
         scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)  # frozen: no grad, skipped
+        if parallel.mesh() is not None:  # sharded and whole gradients side by side
+            grad_norm = parallel.clip_grad_norm_(model, tc.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)  # frozen: no grad, skipped
     scaler.step(opt)
     scaler.update()
     opt.zero_grad(set_to_none=True)
@@ -194,6 +202,7 @@ def session(tc, log):
         raise StageError(f"train.nproc x nnodes = {tc.world_size} but {d.world_size} processes are running")
     device = distributed.pick_device(tc.device, d)
     distributed.init(d, device, tc.strategy == "fsdp" and tc.fsdp_cpu_offload)
+    parallel.setup(tc, device)
     if tc.fsdp_cpu_offload and device.type != "cuda":
         log.warning("train.fsdp_cpu_offload ignored: this run computes on the CPU already")
     old_threads = torch.get_num_threads()
@@ -205,12 +214,13 @@ def session(tc, log):
         yield d, device
     finally:
         torch.set_num_threads(old_threads)
+        parallel.teardown()
         distributed.shutdown(d)
 
 
 def _resume(ckpt_dir: Path, model, opt, sched, scaler, mlog, d, log) -> int:
     """The step to start from: the newest checkpoint's, or 0 (a fresh metrics log)."""
-    resume_from = checkpoint.latest(ckpt_dir)
+    resume_from = checkpoint.latest(ckpt_dir, log)  # a damaged checkpoint skipped is said in the step's log
     if resume_from is None:
         if d.main and mlog.path.exists():
             mlog.path.unlink()  # a run killed before its first checkpoint starts over
@@ -242,7 +252,13 @@ def fit(job: Job, tc, d, device, ckpt_dir: Path, log) -> dict | None:
     trainable = sum(p.numel() for p in {id(p): p for p in job.model.parameters() if p.requires_grad}.values())
     if not trainable:
         raise StageError(f"{job.name}: the model has no trainable parameters")
+    if getattr(tc, "objective", "lm") != job.objective:
+        raise StageError(f"{job.name}: train.objective={tc.objective} is not what this step trains "
+                         f"({job.objective}); set train.objective={job.objective}")
     model, opt, sched, prec, scaler = prepare(job.model, tc, d, device, log)
+    if parallel.is_pipelined(model) and job.loss is not lm_loss:
+        raise StageError(f"{job.name}: train.pp > 1 trains next-token prediction only (its loss runs inside "
+                         f"the pipeline schedule); use train.pp=1 here")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     mlog = metrics.MetricsLog(ckpt_dir / "metrics.jsonl",
                               ckpt_dir / "tensorboard" if tc.tensorboard and d.main else None, log)
@@ -259,7 +275,10 @@ def fit(job: Job, tc, d, device, ckpt_dir: Path, log) -> dict | None:
     last_rate = 0.0
     model.train()
     for step in range(start, tc.steps):
-        loss_acc, grad_norm, extras = optimizer_step(model, opt, scaler, prec, job.batches(step), tc, device, job.loss)
+        if parallel.is_pipelined(model):  # the schedule runs forward and backward over the stages
+            loss_acc, grad_norm, extras = model.optimizer_step(opt, prec, job.batches(step), tc)
+        else:
+            loss_acc, grad_norm, extras = optimizer_step(model, opt, scaler, prec, job.batches(step), tc, device, job.loss)
         lr = sched.get_last_lr()[0]
         sched.step()
         tokens_log += job.tokens_per_step
