@@ -222,9 +222,12 @@ class Transformer(nn.Module):
         h = self.hidden_states(idx, prefix_len)
         if targets is None:
             return self.lm_head(h), None
+        h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+        if h.device.type == "cpu":  # rows out of the loss (a chat's prompt: ~90% of an SFT batch) skip
+            keep = targets != -100  # the head; on a GPU the compaction would stall the host each step
+            h, targets = h[keep], targets[keep]
         # The loss kernel folds the output projection in: no (B*T, V) logits tensor is kept.
-        loss = kernels.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight,
-                                            targets.reshape(-1), ignore_index=-100)
+        loss = kernels.linear_cross_entropy(h, self.lm_head.weight, targets, ignore_index=-100)
         return None, loss
 
     @torch.no_grad()
