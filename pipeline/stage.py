@@ -57,6 +57,19 @@ def check_accounting(name: str, stats: dict) -> None:
         )
 
 
+def check_chained(name: str, stats: dict, inputs: dict[str, Path]) -> None:
+    """A data step reads every document its input step kept: its ``docs_in`` equals that
+    step's ``docs_kept`` (when both were counted)."""
+    source = inputs.get("docs")
+    marker = Path(source) / "stats.json" if source is not None else None
+    if "docs_in" not in stats or marker is None or not marker.is_file():
+        return
+    kept = json.loads(marker.read_text()).get("docs_kept")
+    if kept is not None and kept != stats["docs_in"]:
+        raise StageError(f"{name}: read {stats['docs_in']} documents, but its input {source} kept {kept}: "
+                         f"documents were lost between the steps")
+
+
 def _start_log(path: Path, name: str, extra_log: Path | None) -> tuple[logging.Logger, list[logging.Handler]]:
     log = logging.getLogger(f"lmdag.{name}")
     log.setLevel(logging.INFO)
@@ -97,6 +110,7 @@ def execute(stage: str, config: dict, inputs: dict[str, Path], out: Path, key: s
             if source is not None:
                 stats["source"] = source
             check_accounting(step or stage, stats)
+            check_chained(step or stage, stats, inputs)
             (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
             log.info("done in %.1fs: %s", stats["wall_s"], json.dumps(stats, default=str)[:2000])
             # stats.json is the completion marker: written last, inside the temp dir.

@@ -107,3 +107,14 @@ def test_temp_dir_of_a_killed_run_is_cleaned_up(tmp_path, monkeypatch):
 def test_unknown_stage_lists_the_stages():
     with pytest.raises(StageError, match="unknown stage 'colect'.*collect"):
         stage_mod.stage_module("colect")
+
+
+def test_a_step_must_read_every_document_its_input_kept(tmp_path, monkeypatch):
+    up = tmp_path / "up"
+    up.mkdir()
+    (up / "stats.json").write_text(json.dumps({"docs_in": 5, "docs_kept": 4, "dropped": {"x": 1}}))
+    _fake_stage(monkeypatch, lambda cfg, inputs, out, log: {"docs_in": 3, "docs_kept": 3, "dropped": {}})
+    with pytest.raises(StageError, match="read 3 documents, but its input .*up kept 4"):
+        execute("fake", {}, {"docs": up}, tmp_path / "fake" / "k", "k")
+    _fake_stage(monkeypatch, lambda cfg, inputs, out, log: {"docs_in": 4, "docs_kept": 4, "dropped": {}})
+    assert execute("fake", {}, {"docs": up}, tmp_path / "fake" / "k", "k")["docs_in"] == 4

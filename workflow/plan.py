@@ -47,7 +47,11 @@ def _split(value) -> list[str]:
         return []
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
-    return shlex.split(str(value))
+    try:
+        return shlex.split(str(value))
+    except ValueError as err:  # an unclosed quote
+        raise StageError(f"cannot split {value!r} into overrides: {err}; quote values with spaces "
+                         f"as key='a b'") from None
 
 
 def read_sweep(sweep) -> tuple[str, list[str], list[str]]:

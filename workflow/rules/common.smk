@@ -1,4 +1,5 @@
 # Planning: every sweep point composed once, its steps built, one plan file per step.
+import shlex
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -15,7 +16,9 @@ POINTS = build_plan(config)
 STEPS = unique_steps(POINTS)  # (step name, key) -> Step
 MANIFEST = write_all(POINTS, config)
 REPORT = [f"{RESULTS}/report/index.html", f"{RESULTS}/report/report.md"]
-PYTHON = sys.executable
+# Paths reach the shell quoted (a results path with a space, a venv path with a quote); config
+# values never reach it: each job reads its plan file.
+PYTHON = shlex.quote(sys.executable)
 
 # Step names by stage: each stage is one rule, whose `step` wildcard is one of its steps.
 STAGE_STEPS = {}
@@ -87,7 +90,7 @@ def gather_arg(wildcards, input):
     """The stage's rule gathers its shard jobs' parts (run-step --input shards=DIR) when it has them."""
     if not input.shards:
         return ""
-    return f"--input shards={step_dir(RESULTS, wildcards.step, wildcards.key, 'shards')}"
+    return "--input " + shlex.quote(f"shards={step_dir(RESULTS, wildcards.step, wildcards.key, 'shards')}")
 
 
 def step_outputs():

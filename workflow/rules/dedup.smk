@@ -1,7 +1,7 @@
 # dedup as scatter/gather rules (pipeline/dedup/__init__.py): signatures (one job per shard)
 # -> buckets -> clusters -> dedup (the removal: the step's directory). The parts write
 # results/<step>_<part>/<key>/ under the step's own key.
-PART = f"{PYTHON} -m pipeline run-step {{input.plan}} --part"
+PART = f"{PYTHON} -m pipeline run-step {{input.plan:q}} --part"
 
 
 checkpoint dedup_shards:
@@ -15,7 +15,7 @@ checkpoint dedup_shards:
     localrule: True
     shell:
         # the shard names (pipeline.core.docs.SHARD_GLOB) without their suffix, one a line
-        r"ls {input.inputs[0]} | sed -n 's/^\(shard-[0-9]*\)\.parquet$/\1/p' > {output}"
+        r"ls {input.inputs[0]:q} | sed -n 's/^\(shard-[0-9]*\)\.parquet$/\1/p' > {output:q}"
 
 
 rule dedup_signatures:
@@ -30,7 +30,7 @@ rule dedup_signatures:
         step=steps_of("dedup"),
         shard=r"shard-\d+",
     shell:
-        f"{PART} signatures {{wildcards.shard}}.parquet > {{log}} 2>&1"
+        f"{PART} signatures {{wildcards.shard}}.parquet > {{log:q}} 2>&1"
 
 
 def dedup_signature_files(wildcards):
@@ -51,7 +51,7 @@ rule dedup_buckets:
     wildcard_constraints:
         step=steps_of("dedup"),
     shell:
-        f"{PART} buckets > {{log}} 2>&1"
+        f"{PART} buckets > {{log:q}} 2>&1"
 
 
 rule dedup_clusters:
@@ -66,7 +66,7 @@ rule dedup_clusters:
     wildcard_constraints:
         step=steps_of("dedup"),
     shell:
-        f"{PART} clusters > {{log}} 2>&1"
+        f"{PART} clusters > {{log:q}} 2>&1"
 
 
 rule dedup:
@@ -82,4 +82,4 @@ rule dedup:
         step=steps_of("dedup"),
     threads: job_threads
     shell:
-        f"{PYTHON} -m pipeline run-step {{input.plan}} --input clusters={{input.clusters}} --log {{log}} --threads {{threads}}"
+        f"{PYTHON} -m pipeline run-step {{input.plan:q}} --input clusters={{input.clusters:q}} --log {{log:q}} --threads {{threads}}"

@@ -10,4 +10,4 @@ rule report:
     log:
         f"{RESULTS}/.logs/report.log",
     shell:
-        f"{PYTHON} -m pipeline report --manifest {{input.manifest}} --out {RESULTS}/report > {{log}} 2>&1"
+        f"{PYTHON} -m pipeline report --manifest {{input.manifest:q}} --out {shlex.quote(f'{RESULTS}/report')} > {{log:q}} 2>&1"

@@ -30,7 +30,7 @@ for _stage in sorted(STAGE_STEPS):
                 mem_mb=lambda wc: job_resources(wc).get("mem_mb", 4000),
                 runtime=lambda wc: job_resources(wc).get("runtime", 60),
             shell:
-                f"{PYTHON} -m pipeline run-step {{input.plan}} --part shards {{wildcards.part}} > {{log}} 2>&1"
+                f"{PYTHON} -m pipeline run-step {{input.plan:q}} --part shards {{wildcards.part}} > {{log:q}} 2>&1"
 
     rule:
         name: _stage
@@ -50,4 +50,4 @@ for _stage in sorted(STAGE_STEPS):
         params:
             gather=gather_arg,
         shell:
-            f"{PYTHON} -m pipeline run-step {{input.plan}} {{params.gather}} --log {{log}} --threads {{threads}}"
+            f"{PYTHON} -m pipeline run-step {{input.plan:q}} {{params.gather}} --log {{log:q}} --threads {{threads}}"
