@@ -8,7 +8,13 @@
 ``CausalLM`` implements all three for any causal model given as a function from token ids
 (B, T) to logits (B, T, V): our own ``pipeline.model.Transformer``, a transformers model, or
 a fine-tuned/compressed variant (they plug in the same way). Tokenization, windows and
-truncation follow lm-eval's HFLM step by step, so both tools score the same tokens.
+truncation follow lm-eval's HFLM step by step, so both tools score the same tokens. A prefix
+decoder (model.attention=prefix) reads each context as its bidirectional prefix.
+
+``Seq2SeqLM`` is the same interface for an encoder-decoder, as lm-eval's seq2seq models: the
+context goes to the encoder, the continuation is scored (or generated) by the decoder from
+its start token; rolling log-likelihoods use the same windows, each window's context (BOS,
+or the token before it) in the encoder.
 """
 from __future__ import annotations
 
@@ -83,11 +89,12 @@ class HFTokenizer(Tokenizer):
         return self.tok.decode(ids, skip_special_tokens=True)
 
 
-def logits_fn(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Token ids -> logits for our Transformer (returns (logits, loss)) or a transformers model."""
+def logits_fn(model) -> Callable[..., torch.Tensor]:
+    """Token ids -> logits for our Transformer (returns (logits, loss)) or a transformers model;
+    ``prefix_len`` (B,) reaches a prefix decoder."""
 
-    def call(ids: torch.Tensor) -> torch.Tensor:
-        out = model(ids)
+    def call(ids: torch.Tensor, prefix_len: torch.Tensor | None = None) -> torch.Tensor:
+        out = model(ids) if prefix_len is None else model(ids, prefix_len=prefix_len)
         if isinstance(out, tuple):
             return out[0]
         return out.logits if hasattr(out, "logits") else out
@@ -98,12 +105,14 @@ def logits_fn(model) -> Callable[[torch.Tensor], torch.Tensor]:
 class CausalLM:
     """Batched scoring and greedy generation for a causal LM (see the module docstring)."""
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], tokenizer: Tokenizer,
+    def __init__(self, forward: Callable[..., torch.Tensor], tokenizer: Tokenizer,
                  max_length: int, batch_size: int = 16, device: str = "cpu", max_gen_toks: int = 256,
-                 progress: bool | None = None):
+                 progress: bool | None = None, prefix_context: bool = False):
         self.forward, self.tok, self.max_length = forward, tokenizer, max_length
         self.batch_size, self.device, self.max_gen_toks = batch_size, device, max_gen_toks
         self.progress = progress
+        # A prefix decoder: ``forward(ids, prefix_len)`` with each row's context length.
+        self.prefix_context = prefix_context
         # Tokens that end a generation besides EOS: a chat model's end-of-turn marker, which
         # decoding drops from the text (it is special), so no stop string could see it.
         self.stop_ids: set[int] = set()
@@ -152,7 +161,10 @@ class CausalLM:
             batch = torch.zeros(len(idx), width, dtype=torch.long)
             for row, i in enumerate(idx):
                 batch[row, :len(inputs[i])] = torch.tensor(inputs[i])
-            logprobs = F.log_softmax(self.forward(batch.to(self.device)).float(), dim=-1)
+            # the context part of each input: everything up to the position predicting cont[0]
+            prefix = torch.tensor([len(inputs[i]) - len(pairs[i][1]) + 1 for i in idx], device=self.device)
+            logits = self.forward(batch.to(self.device), prefix) if self.prefix_context else self.forward(batch.to(self.device))
+            logprobs = F.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(idx):
                 cont = pairs[i][1]
                 n = len(inputs[i])
@@ -203,22 +215,91 @@ class CausalLM:
             until = [until] if isinstance(until, str) else list(until)
             if eos_text and eos_text not in until:
                 until.append(eos_text)
-            max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
-            ids = self.tok.encode(context)[-(self.max_length - max_new):]
-            new: list[int] = []
-            for _ in range(max_new):
-                window = (ids + new)[-self.max_length:]
-                logits = self.forward(torch.tensor([window], device=self.device))[0, -1]
-                nxt = int(logits.argmax())
-                if nxt == self.tok.eos_id or nxt in self.stop_ids:
-                    break
-                new.append(nxt)
-                text = self.tok.decode(new)
-                if any(s and s in text for s in until):
-                    break
-            text = self.tok.decode(new)
+            text = self.tok.decode(self._greedy(context, until, int(kwargs.get("max_gen_toks", self.max_gen_toks))))
             for s in until:
                 if s:
                     text = text.split(s)[0]
             out.append(text)
         return out
+
+    def _context_ids(self, context: str, max_new: int) -> list[int]:
+        return self.tok.encode(context)[-(self.max_length - max_new):]
+
+    def _next_token(self, ids: list[int], new: list[int]) -> int:
+        window = (ids + new)[-self.max_length:]
+        x = torch.tensor([window], device=self.device)
+        if self.prefix_context:  # the context part of the window is the prefix
+            return int(self.forward(x, torch.tensor([max(len(window) - len(new), 0)], device=self.device))[0, -1].argmax())
+        return int(self.forward(x)[0, -1].argmax())
+
+    def _greedy(self, context: str, until: list[str], max_new: int) -> list[int]:
+        """Greedy tokens after ``context`` until EOS, a stop id or a stop string."""
+        ids = self._context_ids(context, max_new)
+        new: list[int] = []
+        for _ in range(max_new):
+            nxt = self._next_token(ids, new)
+            if nxt == self.tok.eos_id or nxt in self.stop_ids:
+                break
+            new.append(nxt)
+            if any(s and s in self.tok.decode(new) for s in until):
+                break
+        return new
+
+class Seq2SeqLM(CausalLM):
+    """An encoder-decoder behind the same interface: ``forward(enc_ids, enc_mask, dec_ids) ->
+    logits`` (B, U, V); the decoder starts from ``start_id`` (see the module docstring)."""
+
+    def __init__(self, forward: Callable[..., torch.Tensor], tokenizer: Tokenizer, max_length: int,
+                 start_id: int, **kwargs):
+        super().__init__(forward, tokenizer, max_length, **kwargs)
+        self.start_id = start_id
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        # lm-eval's seq2seq encoding: the context with the tokenizer's specials, the
+        # continuation without; an empty context is the prefix token (BOS, else EOS).
+        if context == "":
+            return [self.tok.prefix_id], self.tok.encode_plain(continuation)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        return self.tok.encode(context), self.tok.encode_plain(continuation)
+
+    def _logits(self, sources: list[list[int]], targets: list[list[int]]) -> torch.Tensor:
+        """Decoder logits (B, U, V) for each source, the decoder reading start + target[:-1]."""
+        S, U = max(len(s) for s in sources), max(len(t) for t in targets)
+        enc = torch.zeros(len(sources), S, dtype=torch.long)
+        mask = torch.zeros(len(sources), S, dtype=torch.bool)
+        dec = torch.full((len(sources), U), self.start_id, dtype=torch.long)
+        for row, (src, tgt) in enumerate(zip(sources, targets)):
+            enc[row, :len(src)], mask[row, :len(src)] = torch.tensor(src), True
+            dec[row, 1:len(tgt)] = torch.tensor(tgt[:-1], dtype=torch.long)
+        return self.forward(enc.to(self.device), mask.to(self.device), dec.to(self.device))
+
+    @torch.no_grad()
+    def score_tokens(self, pairs, desc: str = "loglikelihood"):
+        # Each side keeps its last max_length tokens (the decoder never needs the source's room).
+        pairs = [(ctx[-self.max_length:], cont[-self.max_length:]) for ctx, cont in pairs]
+        if any(not cont for _, cont in pairs):
+            raise ValueError("empty continuation: nothing to score")
+        order = sorted(range(len(pairs)), key=lambda i: (-len(pairs[i][0]) - len(pairs[i][1]), pairs[i]))
+        results: list[tuple[float, bool] | None] = [None] * len(pairs)
+        bar = tqdm(total=len(pairs), desc=desc, disable=None if self.progress is None else not self.progress, leave=False)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            logprobs = F.log_softmax(self._logits([pairs[i][0] for i in idx], [pairs[i][1] for i in idx]).float(), -1)
+            for row, i in enumerate(idx):
+                cont = torch.tensor(pairs[i][1], device=logprobs.device)
+                lp = logprobs[row, :len(cont)]
+                results[i] = (float(lp.gather(1, cont[:, None]).sum()), bool((lp.argmax(-1) == cont).all()))
+            bar.update(len(idx))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _context_ids(self, context: str, max_new: int) -> list[int]:
+        return self.tok.encode(context)[-self.max_length:]  # the encoder's own window
+
+    def _greedy(self, context: str, until: list[str], max_new: int) -> list[int]:
+        return super()._greedy(context, until, min(max_new, self.max_length - 1))  # the decoder's window
+
+    def _next_token(self, ids: list[int], new: list[int]) -> int:
+        return int(self._logits([ids], [new + [0]])[0, -1].argmax())

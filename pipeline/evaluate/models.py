@@ -1,11 +1,12 @@
 """Load a model the DAG produced (or any Hugging Face model directory) as an evaluator ``LM``.
 
-Two ways in, same interface (``lm.CausalLM``):
+Two ways in, same interface (``lm.CausalLM``, or ``lm.Seq2SeqLM`` for an encoder-decoder):
 
-    native  our ``pipeline.model.Transformer`` from ``model.safetensors`` + its config, called
-            directly (no conversion, the fast path)
+    native  our ``pipeline.model.Transformer`` (or ``EncoderDecoder``) from ``model.safetensors``
+            + its config, called directly (no conversion, the fast path)
     hf      a transformers ``AutoModelForCausalLM`` directory (``hf/`` inside a pretrain stage
-            directory, or any exported/fine-tuned/compressed model)
+            directory, or any exported/fine-tuned/compressed model), or an
+            ``AutoModelForSeq2SeqLM`` one (T5) when its config says ``is_encoder_decoder``
 
 ``auto`` takes the native model when the directory has one and pipeline.model can build it,
 else the HF export.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.evaluate.lm import CausalLM, HFTokenizer, Tokenizer, logits_fn
+from pipeline.evaluate.lm import CausalLM, HFTokenizer, Seq2SeqLM, Tokenizer, logits_fn
 from pipeline.core.errors import StageError
 from pipeline.model.io import is_model_dir
 
@@ -42,12 +43,19 @@ def _threads(threads: int) -> None:
 
 def load_hf(path: Path, batch_size: int = 16, device: str = "cpu", max_length: int = 0, dtype: str = "float32") -> CausalLM:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise StageError(f"{path} is not a Hugging Face model directory (no config.json)")
     tok = AutoTokenizer.from_pretrained(str(path))
+    if AutoConfig.from_pretrained(str(path)).is_encoder_decoder:
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
+        return Seq2SeqLM(lambda enc, mask, dec: model(input_ids=enc, attention_mask=mask, decoder_input_ids=dec).logits,
+                         HFTokenizer(tok), max_length or _hf_max_length(model.config, tok),
+                         model.config.decoder_start_token_id, batch_size=batch_size, device=device)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
     return CausalLM(logits_fn(model), HFTokenizer(tok), max_length or _hf_max_length(model.config, tok),
                     batch_size=batch_size, device=device)
@@ -57,12 +65,19 @@ def load_native(path: Path, batch_size: int = 16, device: str = "cpu", max_lengt
     """Our Transformer from a model directory (pipeline/model/io.py), loaded strictly."""
     from tokenizers import Tokenizer as RawTokenizer
 
-    from pipeline.model.io import TOKENIZER, load_model, special_token_ids
+    from pipeline.model.io import TOKENIZER, TOKENIZER_META, load_model, special_token_ids
 
-    model = load_model(path, device)
+    model = load_model(path, device, archs=("decoder", "encoder_decoder"))
     ids = special_token_ids(path)
     tok = Tokenizer(RawTokenizer.from_file(str(Path(path) / TOKENIZER)), ids.get("bos"), ids.get("eos"))
-    return CausalLM(logits_fn(model), tok, max_length or model.cfg.max_seq_len, batch_size=batch_size, device=device)
+    length = max_length or model.cfg.max_seq_len
+    if model.cfg.arch == "encoder_decoder":  # T5's decoder starts from the pad token
+        if ids.get("pad") is None:
+            raise StageError(f"{path}: an encoder-decoder needs the pad id (its decoder start) in {TOKENIZER_META}")
+        return Seq2SeqLM(lambda enc, mask, dec: model(enc, dec, enc_mask=mask)[0], tok, length, ids["pad"],
+                         batch_size=batch_size, device=device)
+    return CausalLM(logits_fn(model), tok, length, batch_size=batch_size, device=device,
+                    prefix_context=model.cfg.attention == "prefix")
 
 
 def load_lm(path: Path, source: str = "auto", batch_size: int = 16, device: str = "cpu", max_length: int = 0) -> tuple[CausalLM, str]:

@@ -1,5 +1,7 @@
 """Pretraining as a job of the shared training loop (pipeline/core/train/loop.py): next-token
-prediction on windows of the tokenized corpus, validation loss on held-out windows.
+prediction on windows of the tokenized corpus, or the windows turned into train.objective's
+(source, target) pairs (pipeline/core/train/objective_batches.py); validation loss on the
+same objective over held-out windows.
 
     train(spec, log) -> stats (on rank 0; None elsewhere)     every process, alone or under torchrun
 """
@@ -34,6 +36,26 @@ def _windows(cfg, data, data_dir: Path):
     return seq_len, sampler, val_starts
 
 
+def objective_batches(cfg, data, seq_len: int):
+    """The objective's batch source, or None for next-token prediction (the windows as they are)."""
+    from pipeline.core.train.objective_batches import ObjectiveBatches
+
+    if cfg.train.objective == "lm":
+        return None
+    specials = data.meta.get("special_tokens", {})
+    return ObjectiveBatches(cfg.train, seq_len, cfg.seed, specials.get("sentinels", []), specials.get("pad"),
+                            encoder_decoder=cfg.model.arch == "encoder_decoder")
+
+
+def flops_per_token(model, objective, seq_len: int) -> float:
+    """A decoder runs seq_len positions whatever the objective; an encoder-decoder splits the
+    tokens of a pair between its stacks: its cost per token at the objective's mean split."""
+    if objective is None or not objective.encoder_decoder:
+        return model.flops_per_token(seq_len)
+    parts = [(p, S + U, model.flops_per_token(round(S), round(U))) for p, S, U in objective.mean_lengths()]
+    return sum(p * n * f for p, n, f in parts) / sum(p * n for p, n, _ in parts)
+
+
 def train(spec: Spec, log) -> dict | None:
     from pipeline.core.tokens import TokenData
     from pipeline.model import build
@@ -48,18 +70,24 @@ def train(spec: Spec, log) -> dict | None:
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         model = build(cfg.model).to(device)
         autocast = precision.resolve(tc.precision, device).autocast
+        objective = objective_batches(cfg, data, seq_len)
+        loss = lm_loss if objective is None else objective.loss(cfg.model.attention == "prefix")
 
         def batches(step):
-            return (sampler.batch(micro_batch_start(step, micro, d.rank, tc), tc.batch_size)
-                    for micro in range(tc.grad_accum))
+            starts = (micro_batch_start(step, micro, d.rank, tc) for micro in range(tc.grad_accum))
+            if objective is None:
+                return (sampler.batch(first, tc.batch_size) for first in starts)
+            return (objective.train_batch(sampler, first, tc.batch_size) for first in starts)
 
         def validate(wrapped):
             nats, n = evaluation.loss_sums(wrapped, data.val, val_starts, seq_len, tc.batch_size,
-                                           autocast, device, d.rank, d.world_size)
+                                           autocast, device, d.rank, d.world_size, objective, loss)
             return {"val_loss": nats / max(n, 1)}
 
-        job = Job(name="pretrain", model=model, loss=lm_loss, batches=batches, validate=validate,
-                  finish=lambda run: finish.publish(cfg, data, seq_len, Path(spec.out_dir), run, log),
-                  tokens_per_step=tc.global_batch() * seq_len, flops_per_token=model.flops_per_token(seq_len),
-                  stats={"seq_len": seq_len})
+        job = Job(name="pretrain", model=model, loss=loss, batches=batches, validate=validate,
+                  finish=lambda run: finish.publish(cfg, data, seq_len, Path(spec.out_dir), run, log,
+                                                    objective, loss),
+                  tokens_per_step=tc.global_batch() * seq_len,
+                  flops_per_token=flops_per_token(model, objective, seq_len),
+                  stats={"seq_len": seq_len}, objective=tc.objective)
         return fit(job, tc, d, device, Path(spec.ckpt_dir), log)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.core.errors import StageError
 from pipeline.core.step import unkeyed
+from pipeline.core.train.objectives import objective_problems
 
 SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -26,6 +27,15 @@ class Config:
     batch_size: int = 16  # sequences per process per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step (gradients summed, loss averaged)
     seq_len: int = 0  # 0 = the model's max_seq_len
+    # -- objective (pipeline/core/train/objectives.py): what a sequence teaches ----------------
+    objective: str = "lm"  # lm | prefix_lm | span_corruption | ul2 (a per-sequence mixture)
+    noise_density: float = 0.15  # span corruption: share of the tokens hidden (T5: 15%)
+    mean_span_length: float = 3.0  # span corruption: mean length of a hidden span (T5: 3)
+    # ul2: how often each denoiser is drawn (normalised): regular spans (the two above),
+    # extreme spans (half the tokens, spans of 8), sequential (prefix LM)
+    ul2_regular: float = 0.4
+    ul2_extreme: float = 0.4
+    ul2_sequential: float = 0.2
     # -- optimizer: AdamW with decoupled weight decay (Loshchilov & Hutter) ----------------------
     lr: float = 3e-3  # peak learning rate; small models tolerate large ones (nanoGPT char: 1e-3)
     min_lr_ratio: float = 0.1  # cosine/wsd end at lr x this (Chinchilla, Llama: 10%)
@@ -90,6 +100,7 @@ class Config:
             problems.append(f"train.lr must be > 0, got {self.lr}")
         if self.nnodes > 1 and not self.rdzv_endpoint:
             problems.append("train.nnodes > 1 needs train.rdzv_endpoint=HOST:PORT (the first node)")
+        problems += objective_problems(self)
         if problems:
             raise StageError("; ".join(problems))
         return self

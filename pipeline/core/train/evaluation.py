@@ -44,11 +44,22 @@ def token_bytes(tokenizer_path: Path, vocab_size: int) -> np.ndarray:
     return out
 
 
+def _next_token_batch(tokens: np.ndarray, starts, seq_len: int) -> dict:
+    x, y = windows(tokens, starts, seq_len)
+    return {"idx": x, "targets": y}
+
+
+def _next_token_loss(model, batch):
+    return model(batch["idx"], batch["targets"])[1]
+
+
 @torch.no_grad()
 def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch_size: int,
-              autocast, device, rank: int = 0, world: int = 1) -> tuple[float, int]:
-    """(sum of next-token losses in nats, number of tokens) over windows ``starts``, shared
-    out between ranks; every rank runs the same number of forwards (FSDP needs that)."""
+              autocast, device, rank: int = 0, world: int = 1, objective=None, loss_fn=None) -> tuple[float, int]:
+    """(sum of the target tokens' losses in nats, number of target tokens) over windows
+    ``starts``, shared out between ranks; every rank runs the same number of forwards (FSDP
+    needs that). Targets are the next tokens, or with ``objective`` (an ObjectiveBatches, and
+    its ``loss_fn``) that objective's targets on the same windows."""
     per_rank = -(-len(starts) // world)
     mine = starts[rank * per_rank:(rank + 1) * per_rank]
     weight = np.ones(per_rank)
@@ -59,12 +70,15 @@ def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch
     was_training = model.training
     model.eval()
     for i in range(0, per_rank, batch_size):
-        x, y = windows(tokens, mine[i:i + batch_size], seq_len)
-        w = weight[i:i + batch_size]
-        y[torch.from_numpy(w == 0)] = -100
+        if objective is None:
+            batch, call = _next_token_batch(tokens, mine[i:i + batch_size], seq_len), _next_token_loss
+        else:
+            batch, call = objective.val_batch(tokens, mine[i:i + batch_size]), loss_fn
+        y = batch["targets"]
+        y[torch.from_numpy(weight[i:i + batch_size] == 0)] = -100
         n = int((y != -100).sum())
         with autocast():
-            _, loss = model(x.to(device), y.to(device))
+            loss = call(model, {k: v.to(device) for k, v in batch.items()})
         if n:
             total += float(loss) * n
             count += n
@@ -76,9 +90,21 @@ def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch
     return total, count
 
 
-def target_bytes(tokens: np.ndarray, starts: np.ndarray, seq_len: int, per_token: np.ndarray) -> int:
-    """Bytes of text under the target tokens of windows ``starts``."""
-    return int(sum(per_token[np.asarray(tokens[s + 1:s + seq_len + 1], dtype=np.int64)].sum() for s in starts))
+def scored_ids(tokens: np.ndarray, starts: np.ndarray, seq_len: int, objective=None):
+    """The target token ids of windows ``starts``, a window (or, with ``objective``, a batch of
+    256 windows) at a time: the next tokens, or the objective's targets."""
+    if objective is None:
+        for s in starts:
+            yield np.asarray(tokens[s + 1:s + seq_len + 1], dtype=np.int64)
+        return
+    for i in range(0, len(starts), 256):
+        t = objective.val_batch(tokens, starts[i:i + 256])["targets"]
+        yield t[t != -100].numpy()
+
+
+def target_bytes(tokens: np.ndarray, starts: np.ndarray, seq_len: int, per_token: np.ndarray, objective=None) -> int:
+    """Bytes of text under the target tokens of windows ``starts`` (specials, e.g. sentinels, are 0)."""
+    return int(sum(per_token[ids].sum() for ids in scored_ids(tokens, starts, seq_len, objective)))
 
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:
@@ -86,15 +112,21 @@ def bits_per_byte(nats: float, n_bytes: int) -> float:
 
 
 def unigram_nats(train: np.ndarray, val: np.ndarray, starts: np.ndarray, seq_len: int,
-                 vocab_size: int, alpha: float = 1.0) -> float:
+                 vocab_size: int, alpha: float = 1.0, objective=None) -> float:
     """Summed nats of a unigram model (token frequencies on train, add-alpha smoothed) on the
-    same validation targets the model is scored on: the floor a model must beat."""
+    same validation targets the model is scored on: the floor a model must beat. With an
+    ``objective`` the frequencies are those of its targets on (up to 4096) training windows,
+    so the sentinels an objective predicts have their frequency too."""
     counts = np.zeros(vocab_size, dtype=np.float64)
+    if objective is not None:
+        train_starts = np.arange(min((len(train) - 1) // seq_len, 4096)) * seq_len
+        for ids in scored_ids(train, train_starts, seq_len, objective):
+            counts += np.bincount(ids, minlength=vocab_size)[:vocab_size]
     step = 1 << 24  # count in slices: the memmap may be larger than memory
-    for i in range(0, len(train), step):
+    for i in range(0, len(train) if objective is None else 0, step):
         counts += np.bincount(np.asarray(train[i:i + step], dtype=np.int64), minlength=vocab_size)[:vocab_size]
     logp = np.log(counts + alpha) - np.log(counts.sum() + alpha * vocab_size)
-    return float(-sum(logp[np.asarray(val[s + 1:s + seq_len + 1], dtype=np.int64)].sum() for s in starts))
+    return float(-sum(logp[ids].sum() for ids in scored_ids(val, starts, seq_len, objective)))
 
 
 def samples(model, tokenizer_path: Path, prompts: list[str], max_new_tokens: int, temperature: float,
