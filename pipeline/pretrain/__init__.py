@@ -79,6 +79,12 @@ class Config:
         return dataclasses.replace(self, model=model, train=train)
 
 
+def resources(cfg: Config) -> dict:
+    """What the Snakemake job asks for: one node's training processes, or every node of a
+    multi-node run (the job's srun starts torchrun on each)."""
+    return cfg.typed().train.job_resources()
+
+
 def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     from pipeline.core.train import loop
 

@@ -63,8 +63,9 @@ def windows(tokens: np.ndarray, starts, seq_len: int) -> tuple[torch.Tensor, tor
 
 
 def micro_batch_start(step: int, micro: int, rank: int, cfg) -> int:
-    """First global sample index of (step, micro-step, rank)."""
-    return step * cfg.global_batch() + (micro * cfg.world_size + rank) * cfg.batch_size
+    """First global sample index of (step, micro-step, rank); the ranks of one tensor- or
+    pipeline-parallel group hold one model replica and read the same samples."""
+    return step * cfg.global_batch() + (micro * cfg.dp + cfg.data_rank(rank)) * cfg.batch_size
 
 
 def eval_starts(n_tokens: int, seq_len: int, count: int | None) -> np.ndarray:

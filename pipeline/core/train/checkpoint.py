@@ -48,7 +48,12 @@ FULL_LOAD = StateDictOptions(full_state_dict=True)
 
 def model_state(model) -> dict[str, torch.Tensor]:
     """Full fp32 weights keyed by the plain model's names (no DDP/compile/FSDP prefixes). A
-    collective under FSDP: every rank must call it."""
+    collective under FSDP: every rank must call it. A pipeline stage gathers the others'
+    parts on the pipeline's first rank (rank 0 among them)."""
+    from pipeline.core.train import parallel
+
+    if parallel.is_pipelined(model):
+        return parallel.full_model_state(model)
     return get_model_state_dict(model, options=FULL)
 
 
@@ -73,8 +78,13 @@ def _set_rng_state(s: dict) -> None:
 def save(ckpt_dir: Path, step: int, model, optimizer, scheduler, scaler, samples: int,
          keep: int, is_main: bool) -> Path | None:
     """Every rank calls this (gathering sharded state is collective); rank 0 writes."""
+    from pipeline.core.train import parallel
+
     weights = model_state(model)
-    optim_state = get_optimizer_state_dict(model, optimizer, options=FULL)
+    if parallel.is_pipelined(model):
+        optim_state = parallel.full_optimizer_state(model, optimizer)
+    else:
+        optim_state = get_optimizer_state_dict(model, optimizer, options=FULL)
     final = ckpt_dir / f"step-{step:06d}"
     if is_main:
         tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
@@ -177,8 +187,13 @@ def load(path: Path, model, optimizer, scheduler, scaler) -> dict:
     except Exception as err:  # weights_only raises UnpicklingError for any object it will not build
         raise StageError(f"checkpoint {path / 'train_state.pt'} refused: it holds more than tensors and "
                          f"plain values ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    set_model_state_dict(model, load_weights(path / "model.safetensors"), options=FULL_LOAD)
-    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=FULL_LOAD)
+    from pipeline.core.train import parallel
+
+    if parallel.is_pipelined(model):  # each stage takes its part
+        parallel.load_full_state(model, optimizer, load_weights(path / "model.safetensors"), state["optimizer"])
+    else:
+        set_model_state_dict(model, load_weights(path / "model.safetensors"), options=FULL_LOAD)
+        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=FULL_LOAD)
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     _set_rng_state(state["rng"])

@@ -7,6 +7,7 @@ peak learning rate, gradient clipping at 1.0. The knobs that do not change what 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from pipeline.core.errors import StageError
@@ -23,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class Config:
     # -- length ------------------------------------------------------------------------------
     steps: int = 400  # optimizer steps
-    # -- batch: global batch = batch_size x grad_accum x nproc x nnodes sequences of seq_len ----
+    # -- batch: global batch = batch_size x grad_accum x data-parallel replicas (nproc x nnodes / (tp x pp))
     batch_size: int = 16  # sequences per process per micro-step
     grad_accum: int = 1  # micro-steps per optimizer step (gradients summed, loss averaged)
     seq_len: int = 0  # 0 = the model's max_seq_len
@@ -59,11 +60,21 @@ class Config:
     # -- devices and processes -----------------------------------------------------------------
     device: str = "auto"  # auto | cpu | cuda
     nproc: int = 1  # processes per node; >1 launches torchrun (gloo on CPU, nccl on CUDA)
-    nnodes: int = 1  # >1: run the same command on every node (e.g. under srun), see rdzv_endpoint
-    strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard per block)
+    nnodes: int = 1  # >1: torchrun on every node (under srun on Slurm), meeting at rdzv_endpoint
+    strategy: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard per block), over the data-parallel replicas
+    # Model parallelism (pipeline/core/train/parallel.py): processes per tensor-parallel group
+    # (each block's heads and MLP split between them) and pipeline stages (the blocks cut into
+    # consecutive stages, train.grad_accum micro-batches flowing through them); the remaining
+    # factor of nproc x nnodes is data parallel.
+    tp: int = 1
+    pp: int = 1
+    pp_schedule: str = "gpipe"  # gpipe | 1f1b (1F1B holds fewer micro-batches' activations)
     fsdp_cpu_offload: bool = False  # FSDP: keep parameters, gradients and optimizer state on the CPU
-    rdzv_endpoint: str = unkeyed("")  # multi-node: host:port of the rendezvous (torchrun --rdzv-endpoint)
-    launcher: str = unkeyed("")  # a prefix for the torchrun command, e.g. "srun --ntasks-per-node=1"
+    # multi-node: host:port of the c10d rendezvous; "" = the first node of the Slurm allocation
+    rdzv_endpoint: str = unkeyed("")
+    # what starts torchrun once per node: auto = srun inside a Slurm allocation (nnodes > 1),
+    # or a command prefix, e.g. "srun --ntasks-per-node=1", "pdsh -w node[1-4]"
+    launcher: str = unkeyed("auto")
     threads: int = unkeyed(0)  # torch threads per process; 0 = cores / processes
     # -- evaluation, checkpoints, logs --------------------------------------------------------
     eval_every: int = 100  # steps between validation losses
@@ -79,17 +90,56 @@ class Config:
     def world_size(self) -> int:
         return self.nproc * self.nnodes
 
+    @property
+    def dp(self) -> int:
+        """Data-parallel replicas: the processes over the tensor x pipeline parallel groups."""
+        return max(self.world_size // (self.tp * self.pp), 1)
+
+    def data_rank(self, rank: int) -> int:
+        """The replica process ``rank`` belongs to, in the (pp, dp, tp) mesh's row-major order."""
+        return (rank // self.tp) % self.dp
+
     def global_batch(self) -> int:
-        return self.batch_size * self.grad_accum * self.world_size
+        return self.batch_size * self.grad_accum * self.dp
+
+    def job_resources(self) -> dict:
+        """What a training step's Snakemake job asks of a cluster (a stage's ``resources``): the
+        cores of one node's processes; for several nodes, all of them with one task each, which
+        the job's own srun (launcher=auto) fills, so the executor plugin leaves the command to
+        it (``mpi``); GPUs per node when training on CUDA."""
+        res = {"threads": max(self.threads, 1) * self.nproc, "nodes": self.nnodes,
+               # a day, not the hour of the other steps (a job cut short resumes from its checkpoint)
+               "runtime": 24 * 60}
+        if self.nnodes > 1:
+            res.update(tasks=self.nnodes, mpi="srun")
+        if self.device == "cuda":
+            res["gres"] = f"gpu:{self.nproc}"
+        return res
+
+    def _parallel_problems(self) -> list[str]:
+        problems = []
+        if self.tp < 1 or self.pp < 1:
+            return problems
+        if self.world_size % (self.tp * self.pp):
+            problems.append(f"train.tp x train.pp = {self.tp * self.pp} must divide the {self.world_size} processes "
+                            f"(train.nproc x train.nnodes)")
+        if self.tp > 1 and self.dp > 1 and self.strategy == "ddp":
+            problems.append("train.tp > 1 with data-parallel replicas needs train.strategy=fsdp (DDP does not "
+                            "compose with tensor-parallel DTensors)")
+        if self.pp > 1 and self.precision == "fp16":
+            problems.append("train.pp > 1 needs train.precision bf16 or fp32 (no fp16 loss scaling through the pipeline)")
+        if self.pp > 1 and self.pp_schedule == "1f1b" and self.grad_accum < self.pp:
+            problems.append(f"train.pp_schedule=1f1b needs train.grad_accum (the micro-batches) >= train.pp={self.pp}")
+        return problems
 
     def validate(self) -> "Config":
         problems = []
         for key, allowed in (("schedule", SCHEDULES), ("precision", PRECISIONS),
-                             ("strategy", STRATEGIES), ("device", DEVICES),
+                             ("strategy", STRATEGIES), ("device", DEVICES), ("pp_schedule", ("gpipe", "1f1b")),
                              ("fused", ("auto", "fused", "foreach", "loop"))):
             if getattr(self, key) not in allowed:
                 problems.append(f"train.{key} must be one of {'|'.join(allowed)}, got {getattr(self, key)!r}")
-        for key in ("steps", "batch_size", "grad_accum", "nproc", "nnodes", "eval_batches", "log_every"):
+        for key in ("steps", "batch_size", "grad_accum", "nproc", "nnodes", "eval_batches", "log_every", "tp", "pp"):
             if getattr(self, key) < 1:
                 problems.append(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.warmup_steps <= self.steps:
@@ -98,9 +148,15 @@ class Config:
             problems.append(f"train.decay_frac must be in (0, 1], got {self.decay_frac}")
         if self.lr <= 0:
             problems.append(f"train.lr must be > 0, got {self.lr}")
-        if self.nnodes > 1 and not self.rdzv_endpoint:
-            problems.append("train.nnodes > 1 needs train.rdzv_endpoint=HOST:PORT (the first node)")
+        problems += self._parallel_problems()
         problems += objective_problems(self)
+        in_slurm = "SLURM_JOB_ID" in os.environ
+        if self.nnodes > 1 and not self.rdzv_endpoint and not in_slurm:
+            problems.append("train.nnodes > 1 needs train.rdzv_endpoint=HOST:PORT (a host every node reaches), "
+                            "or a Slurm allocation (its first node)")
+        if self.nnodes > 1 and self.launcher == "auto" and not in_slurm:
+            problems.append("train.nnodes > 1 outside a Slurm allocation needs train.launcher: a command that starts "
+                            "torchrun once on every node (train.launcher=auto is srun inside one)")
         if problems:
             raise StageError("; ".join(problems))
         return self

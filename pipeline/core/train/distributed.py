@@ -5,12 +5,20 @@ stage launches
 
     torchrun --standalone --nproc_per_node=N -m pipeline.core.train.worker SPEC.json
 
-(multi-node: ``--nnodes=M --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT``, the same command
-on every node, e.g. behind ``train.launcher="srun --ntasks-per-node=1"``) and waits for it.
-torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; gloo runs the collectives on CPU, nccl on CUDA.
+and waits for it. Across M nodes the same torchrun command runs once on every node, its
+agents meeting at a c10d rendezvous:
+
+    srun --nodes=M --ntasks-per-node=1 torchrun --nnodes=M --nproc-per-node=N \
+        --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=JOB -m pipeline.core.train.worker SPEC.json
+
+Inside a Slurm allocation ``train.launcher=auto`` is that srun and the endpoint is the first
+node of the allocation; elsewhere give ``train.launcher`` (whatever starts a command once per
+node) and ``train.rdzv_endpoint``. torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; gloo runs the
+collectives on CPU, nccl on CUDA.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -83,16 +91,22 @@ def wrap(model: torch.nn.Module, strategy: str, cpu_offload: bool, d: Dist, devi
     FSDP2: each block's parameters sharded over the processes (all-gathered for its forward
     and backward, gradients reduce-scattered), then the root (embedding, norm, head).
     ``blocks``: the repeated blocks when they are not ``model.blocks`` (a wrapped model)."""
-    if not d.enabled:
+    from pipeline.core.train import parallel
+
+    dp_mesh = parallel.mesh("dp")  # with tensor/pipeline parallelism: the replicas only
+    if not d.enabled or (dp_mesh is not None and dp_mesh.size() == 1):
         return model
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                   process_group=dp_mesh.get_group() if dp_mesh is not None else None)
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
     # Offloading to the CPU means something only when computing on a GPU.
     kwargs = {"offload_policy": CPUOffloadPolicy()} if cpu_offload and device.type == "cuda" else {}
+    if dp_mesh is not None:
+        kwargs["mesh"] = dp_mesh
     for block in (model.blocks if blocks is None else blocks):
         fully_shard(block, **kwargs)
     fully_shard(model, **kwargs)
@@ -111,11 +125,58 @@ def no_sync(model: torch.nn.Module, last_micro: bool):
     return contextlib.nullcontext()
 
 
+RDZV_PORT = 29500  # torchrun's default port, on the first node of a Slurm allocation
+
+
+def slurm_nodes() -> list[str]:
+    """The host names of this Slurm allocation, in order ([] outside one)."""
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    if not nodelist:
+        return []
+    try:  # "gpu[01-04],cpu7" -> one name a line
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise StageError(f"cannot expand SLURM_JOB_NODELIST={nodelist!r} with scontrol: {err}") from None
+    return out.stdout.split()
+
+
+def rendezvous(cfg, spec: Path) -> tuple[str, str]:
+    """(host:port, id) of the multi-node c10d rendezvous: train.rdzv_endpoint, or the first node
+    of the Slurm allocation; the id is the Slurm job's (or the spec's path), the same on every node."""
+    endpoint = cfg.rdzv_endpoint
+    if not endpoint:
+        nodes = slurm_nodes()
+        if not nodes:
+            raise StageError(f"train.nnodes={cfg.nnodes} outside a Slurm allocation needs "
+                             "train.rdzv_endpoint=HOST:PORT (a host every node reaches, usually the first)")
+        endpoint = f"{nodes[0]}:{RDZV_PORT}"
+    rdzv_id = os.environ.get("SLURM_JOB_ID") or hashlib.sha256(str(Path(spec).resolve()).encode()).hexdigest()[:12]
+    return endpoint, rdzv_id
+
+
+def launcher(cfg) -> list[str]:
+    """What starts torchrun once per node: train.launcher as given; for ``auto``, srun over the
+    allocation's nodes when nnodes > 1 (and nothing on one node)."""
+    if cfg.launcher != "auto":
+        return shlex.split(cfg.launcher)
+    if cfg.nnodes == 1:
+        return []
+    if "SLURM_JOB_ID" not in os.environ:
+        raise StageError(f"train.nnodes={cfg.nnodes}: train.launcher=auto starts torchrun on every node with srun "
+                         "inside a Slurm allocation; elsewhere set train.launcher to a command that runs it once per "
+                         "node (pdsh, mpirun -npernode 1, ...)")
+    cmd = ["srun", f"--nodes={cfg.nnodes}", f"--ntasks={cfg.nnodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    if os.environ.get("SLURM_CPUS_PER_TASK"):  # since Slurm 22.05 srun does not inherit sbatch's value
+        cmd.append(f"--cpus-per-task={os.environ['SLURM_CPUS_PER_TASK']}")
+    return cmd
+
+
 def torchrun_command(cfg, spec: Path, worker: str) -> list[str]:
     """torchrun running ``python -m <worker> SPEC`` in every process (``worker``: a module name)."""
-    cmd = shlex.split(cfg.launcher) + [sys.executable, "-m", "torch.distributed.run"]
+    cmd = launcher(cfg) + [sys.executable, "-m", "torch.distributed.run"]
     if cfg.nnodes > 1:
-        cmd += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}"]
+        endpoint, rdzv_id = rendezvous(cfg, spec)
+        cmd += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={rdzv_id}"]
     else:
         cmd += ["--standalone"]
     cmd += [f"--nproc-per-node={cfg.nproc}", "-m", worker, str(spec)]
@@ -133,5 +194,5 @@ def launch(cfg, spec: Path, log, worker: str) -> None:
         env["OMP_NUM_THREADS"] = str(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.nproc))
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise StageError(f"{worker}: the {cfg.nproc}-process run failed (exit {proc.returncode}): "
+        raise StageError(f"{worker}: the {cfg.world_size}-process run failed (exit {proc.returncode}): "
                          f"{' '.join(cmd)}; see the worker output above and {spec.parent}/")

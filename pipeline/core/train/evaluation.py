@@ -58,8 +58,12 @@ def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch
               autocast, device, rank: int = 0, world: int = 1, objective=None, loss_fn=None) -> tuple[float, int]:
     """(sum of the target tokens' losses in nats, number of target tokens) over windows
     ``starts``, shared out between ranks; every rank runs the same number of forwards (FSDP
-    needs that). Targets are the next tokens, or with ``objective`` (an ObjectiveBatches, and
-    its ``loss_fn``) that objective's targets on the same windows."""
+    needs that). Under tensor or pipeline parallelism the windows are shared out between the
+    model replicas. Targets are the next tokens, or with ``objective`` (an ObjectiveBatches,
+    and its ``loss_fn``) that objective's targets on the same windows."""
+    from pipeline.core.train import parallel
+
+    rank, world = parallel.data_coords(rank, world)
     per_rank = -(-len(starts) // world)
     mine = starts[rank * per_rank:(rank + 1) * per_rank]
     weight = np.ones(per_rank)
@@ -85,7 +89,7 @@ def loss_sums(model, tokens: np.ndarray, starts: np.ndarray, seq_len: int, batch
     model.train(was_training)
     if world > 1 and dist.is_initialized():
         t = torch.tensor([total, count], dtype=torch.float64, device=device)
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=parallel.data_group())
         total, count = float(t[0]), int(t[1])
     return total, count
 

@@ -32,8 +32,12 @@ def adamw(model: torch.nn.Module, cfg: Config, device_type: str) -> torch.optim.
     if impl == "auto":
         impl = "fused" if device_type in ("cuda", "cpu") else "foreach"
     kwargs = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **kwargs)
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.tp > 1:  # tensor-parallel (DTensor) and whole parameters: one kind per fused kernel call
+        from pipeline.core.train.parallel import split_by_dtensor
+
+        groups = [dict(g, params=part) for g in groups for part in split_by_dtensor(g["params"])]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **kwargs)
 
 
 def lr_factor(step: int, cfg: Config) -> float:
