@@ -1,6 +1,6 @@
 """Our evaluator vs lm-evaluation-harness (`lm_eval --model hf`) on the same model and local tasks.
 
-    pip install -e .[bench]          # lm-eval[hf]
+    pip install -e .[dev]            # lm-eval[hf] (a dev dependency: tests/evaluate/test_agreement.py)
     python benchmarks/eval_agreement.py [--limit 100] [--threads 2]
 
 A random Llama (HF format, built here: no hub) is scored by both tools on the built-in tasks,
@@ -63,7 +63,7 @@ def main() -> None:
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError:
-        sys.exit("lm-eval is not installed: pip install -e .[bench]")
+        sys.exit("lm-eval is not installed: pip install -e .[dev]")
     from pipeline.evaluate.evaluator import evaluate
     from pipeline.evaluate.models import load_hf
     from pipeline.core.tasks import load_task
