@@ -26,7 +26,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.step import Input, unkeyed
 
 INPUTS: dict[str, Input] = {}  # a source stage: it reads what its config names
-VERSION = "2"  # 2: users' ids kept, duplicate_id / bad_id set aside, source-relative file names
+VERSION = "3"  # 3: what the built-in readers skip is set aside under a reason (redirect, file_too_large ...)
 
 
 @dataclass

