@@ -12,9 +12,11 @@ one directory, one job.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,19 +97,153 @@ def base_overrides(config: dict) -> list[str]:
     return ([f"experiment={config['experiment']}"] if config.get("experiment") else []) + _split(config.get("overrides"))
 
 
+def _is_group(key: str) -> bool:
+    """A Hydra config group (model, train, experiment, dag ...): choosing an option composes."""
+    from pipeline.config import CONF_DIR
+
+    return key == "experiment" or key.startswith("hydra") or (CONF_DIR / key.replace(".", "/")).is_dir()
+
+
+_REF = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${a.b.c}: a plain absolute reference
+
+
+def _get(tree, path: str):
+    for part in path.split("."):
+        tree = tree[int(part)] if isinstance(tree, list) else tree[part]
+    return tree
+
+
+def _set(tree: dict, path: str, value) -> dict:
+    """A copy of ``tree`` with ``path`` set, sharing every branch off the path."""
+    head, _, rest = path.partition(".")
+    out = dict(tree)
+    out[head] = _set(tree[head], rest, value) if rest else value
+    return out
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+class SweepBase:
+    """A composed config, resolved once, that sweep points derive from as Hydra would compose
+    them: a point's value overrides are applied (and type-checked against the schema) the way
+    Hydra applies command-line values after composing, and only the interpolations that read
+    an overridden key are resolved again. What it cannot follow exactly (a config group
+    choice, +/~ edits, a dict value, an interpolation with a resolver) returns None, and the
+    point is composed by Hydra."""
+
+    def __init__(self, cfg):
+        from omegaconf import OmegaConf
+
+        self.cfg = cfg
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.interpolations = dict(self._walk(cfg, ""))
+        self.simple = all(_REF.sub("", raw).find("${") < 0 for raw in self.interpolations.values())
+        self._values: dict[tuple[str, str], tuple] = {}  # grids repeat each value over many points
+
+    def _walk(self, node, prefix):
+        from omegaconf import OmegaConf
+
+        keys = range(len(node)) if OmegaConf.is_list(node) else node.keys()
+        for k in keys:
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if OmegaConf.is_interpolation(node, k):
+                yield path, node._get_node(k)._value()
+            else:
+                child = node._get_node(k)
+                if OmegaConf.is_dict(child) or OmegaConf.is_list(child):
+                    yield from self._walk(child, path)
+
+    def _checked_value(self, key: str, value):
+        """``value`` as the schema stores it at ``key`` (OmegaConf's validation and conversion)."""
+        import copy
+
+        from omegaconf import OmegaConf
+
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(self.cfg, parent) if parent else self.cfg
+        if node is None or not OmegaConf.is_dict(node) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            return None, False
+        if OmegaConf.is_config(node._get_node(leaf)):
+            return None, False  # a whole group's value: Hydra merges it
+        scratch = copy.deepcopy(node)
+        scratch[leaf] = value
+        return scratch[leaf], True
+
+    def point(self, values: list[str]) -> dict | None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        if not self.simple:
+            return None
+        try:
+            parsed = OverridesParser.create().parse_overrides(values)
+        except Exception:  # Hydra's own message, from compose
+            return None
+        tree, changed = self.resolved, []
+        for o in parsed:
+            key, value = o.key_or_group, o.value()
+            if (o.is_delete() or o.is_add() or o.is_force_add() or o.package is not None or _is_group(key)
+                    or isinstance(value, dict) or (isinstance(value, str) and "${" in value)
+                    or any(_overlaps(key, ip) and key != ip for ip in self.interpolations)):
+                return None
+            memo = (key, repr(value))
+            if memo not in self._values:
+                try:
+                    self._values[memo] = self._checked_value(key, value)
+                except Exception:
+                    return None
+            value, ok = self._values[memo]
+            if not ok:
+                return None
+            tree = _set(tree, key, value)
+            changed.append(key)
+        return self._reresolve(tree, changed)
+
+    def _reresolve(self, tree: dict, changed: list[str]) -> dict:
+        """Interpolations that read a changed key (directly or through another one), again."""
+        import copy
+
+        pending = dict(self.interpolations)
+        while True:
+            hit = [(ip, raw) for ip, raw in pending.items()
+                   if any(_overlaps(ref, c) for ref in _REF.findall(raw) for c in changed)]
+            if not hit:
+                return tree
+            for ip, raw in hit:
+                whole = _REF.fullmatch(raw)
+                value = (copy.deepcopy(_get(tree, whole.group(1))) if whole else
+                         _REF.sub(lambda m: str(_get(tree, m.group(1))), raw))
+                tree = _set(tree, ip, value)
+                changed.append(ip)
+                del pending[ip]
+
+
 def build_plan(config: dict) -> list[Point]:
     _, sweep_base, grid = read_sweep(config.get("sweep"))
-    points = []
+    common = sweep_base + base_overrides(config)
+    base, points = None, []
     for values in expand_grid(grid):
-        overrides = sweep_base + base_overrides(config) + values
-        points.append(Point(",".join(values) or "default", overrides, build_steps(compose(overrides))))
+        cfg = None
+        if values:
+            base = base or SweepBase(_composed(tuple(common)))
+            cfg = base.point(values)
+        if cfg is None:
+            cfg = compose(common + values)
+        points.append(Point(",".join(values) or "default", common + values, build_steps(cfg)))
     return points
+
+
+@functools.lru_cache(maxsize=8)
+def _composed(overrides: tuple[str, ...]):
+    """compose(), once per override list: planning asks for the shared config three times."""
+    return compose(list(overrides))
 
 
 def _shared(config: dict):
     """The config without the grid: where results go and how the report looks."""
     _, sweep_base, _ = read_sweep(config.get("sweep"))
-    return compose(sweep_base + base_overrides(config))
+    return _composed(tuple(sweep_base + base_overrides(config)))
 
 
 def results_dir(config: dict) -> Path:

@@ -93,19 +93,45 @@ class _Entry:
         for (variant, overrides), combo in itertools.product(variants.items(), itertools.product(
                 *[[(role, s) for s in fanned[role]] for role in fanned])):
             name = "_".join([self.name] + ([variant] if variant else []) + [s.name for _, s in combo])
-            config = self.config(overrides or {}, f"{self.where}.variants.{variant}" if variant else self.where)
+            config, typed = self.config(overrides or {}, f"{self.where}.variants.{variant}" if variant else self.where)
             inputs = {**fixed, **dict(combo)}
-            steps.append(Step(name, self.stage, config, {r: inputs[r] for r in self.module.INPUTS if r in inputs}))
+            step = Step(name, self.stage, config, {r: inputs[r] for r in self.module.INPUTS if r in inputs})
+            step.__dict__["typed"] = typed  # Step.typed's cache: checked already, no second conversion
+            steps.append(step)
         return steps
 
-    def config(self, overrides: dict, where: str) -> dict:
-        return checked_config(self.module, self.stage, [self.base, self.spec.get("config") or {}, overrides], where)
+    def config(self, overrides: dict, where: str) -> tuple[dict, Any]:
+        return _checked(self.module, self.stage, [self.base, self.spec.get("config") or {}, overrides], where)
+
+
+# Sweep points share most of their steps' configs: each (stage, layers) is merged and checked
+# once per process (the typed config with it, which the step's key needs).
+_CHECKED: dict[str, tuple[dict, Any]] = {}
+_CHECKED_MAX = 20_000
+
+
+def _checked(module, stage: str, layers: list[dict], where: str) -> tuple[dict, Any]:
+    """(merged config, typed config) of ``checked_config``, remembered across sweep points."""
+    import copy
+    import json
+
+    memo = json.dumps([stage, module.VERSION, layers], sort_keys=True, default=repr)
+    if memo not in _CHECKED:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[memo] = _check(module, stage, layers, where)
+    merged, typed = _CHECKED[memo]
+    return copy.deepcopy(merged), typed
 
 
 def checked_config(module, stage: str, layers: list[dict], where: str) -> dict:
     """Config layers merged in order (the stage's group, a DAG entry's `config`, a variant's
     overrides) and checked against the stage's schema now, before any work: an unknown key or
     a bad value names where it came from."""
+    return _check(module, stage, layers, where)[0]
+
+
+def _check(module, stage: str, layers: list[dict], where: str) -> tuple[dict, Any]:
     import dataclasses
 
     from omegaconf.errors import OmegaConfBaseException
@@ -115,7 +141,7 @@ def checked_config(module, stage: str, layers: list[dict], where: str) -> dict:
 
     try:
         merged = _merge(*layers)
-        typed_config(module.Config, merged)
+        typed = typed_config(module.Config, merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "") or ""
         valid = [f.name for f in dataclasses.fields(module.Config)] if "." not in key else []
@@ -124,16 +150,17 @@ def checked_config(module, stage: str, layers: list[dict], where: str) -> dict:
                          f"{str(err).splitlines()[0]} (key {key!r}). {hint}".rstrip()) from None
     except StageError as err:
         raise StageError(f"{where}: {err}") from None
-    return merged
+    return merged, typed
 
 
 def build_steps(cfg) -> list[Step]:
-    """Every enabled step of a composed config, inputs before the steps that read them."""
-    dag = OmegaConf.to_container(cfg.dag, resolve=True)
+    """Every enabled step of a composed config (or of the plain dict it resolves to), inputs
+    before the steps that read them."""
+    resolved = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    dag = resolved.get("dag")
     if not dag:
         raise StageError("the config declares no steps (dag: is empty); see conf/dag/default.yaml")
-    groups = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in cfg if name != "dag"
-              and OmegaConf.is_dict(cfg[name])}
+    groups = {name: value for name, value in resolved.items() if name != "dag" and isinstance(value, dict)}
     disabled = {n for n, spec in dag.items() if not spec.get("enabled", True)}
     waiting = [_Entry(n, spec, groups) for n, spec in dag.items() if n not in disabled]
     built: dict[str, Step] = {}
