@@ -8,9 +8,11 @@ TORCH ?= torch==2.13.0
 CORES ?= all
 EXPERIMENT ?=
 SWEEP ?=
+# workflow/profiles/NAME: local, or slurm (jobs through sbatch; see the README's "Run on a cluster")
+PROFILE ?= local
 SNAKE_CONFIG := $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(if $(SWEEP),sweep=$(SWEEP))
 
-.PHONY: run test test-fast test-kernels sweep dag report clean install
+.PHONY: run test test-fast test-kernels test-slurm sweep dag report clean install
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,17 +25,23 @@ install: $(VENV)/.installed
 
 ## run the whole DAG on the built-in corpus (make run EXPERIMENT=ci for the tiny recipe)
 run: install
-	$(SNAKEMAKE) -c $(CORES) --profile workflow/profiles/local $(if $(strip $(SNAKE_CONFIG)),--config $(SNAKE_CONFIG))
+	$(SNAKEMAKE) -c $(CORES) --profile workflow/profiles/$(PROFILE) $(if $(strip $(SNAKE_CONFIG)),--config $(SNAKE_CONFIG))
 	@echo "report: results/report/index.html"
 
 ## a sweep: make sweep SWEEP=conf/sweep/collect_size.yaml
 sweep: install
 	test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=conf/sweep/NAME.yaml"; exit 2; }
-	$(SNAKEMAKE) -c $(CORES) --profile workflow/profiles/local --config $(SNAKE_CONFIG)
+	$(SNAKEMAKE) -c $(CORES) --profile workflow/profiles/$(PROFILE) --config $(SNAKE_CONFIG)
 
 ## the test suite
 test: install
 	$(PY) -m pytest -q
+
+## a real one-node Slurm cluster on this machine runs the ci experiment through the slurm
+## profile (installs slurm-wlm, munge, slurmdbd, mariadb-server when missing: needs root)
+test-slurm: install
+	bash workflow/slurm/install.sh
+	LMDAG_SLURM_TEST=1 $(PY) -m pytest -q tests/slurm
 
 ## Triton kernels on the CPU interpreter, slow tests included (part of `make test` too)
 test-kernels: install

@@ -56,3 +56,12 @@ def test_a_sweep_plans_as_hydra_would_and_errors_stay_hydras():
         same_steps(p.steps, hydra_steps(p.overrides[1:]))
     with pytest.raises(StageError, match="lrr"):
         build_plan({"experiment": "ci", "sweep": "train.lrr=1e-3,2e-3"})
+
+
+@pytest.mark.slow
+def test_the_planning_benchmark_runs(capsys):
+    from benchmarks.plan import main
+
+    assert main(["--naive-points", "1"]) == 0  # 0: the naive point's keys equal ours
+    out = capsys.readouterr().out
+    assert "ours:  200 points" in out and "points/s" in out and "keys are the same: True" in out
