@@ -96,4 +96,4 @@ def test_config_errors_name_the_key(token_dir, tmp_path):
 def test_help_shows_the_training_config(repo):
     out = subprocess.run([sys.executable, "-m", "pipeline", "pretrain", "--help"], cwd=repo,
                          capture_output=True, text=True, check=True).stdout
-    assert "reads: ['tokenize']" in out and "warmup_steps" in out and "n_layer" in out
+    assert "tokens: a tokenize directory" in out and "warmup_steps" in out and "n_layer" in out
