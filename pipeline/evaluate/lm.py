@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pipeline.core.errors import StageError
+
 
 class LM(Protocol):
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]: ...
@@ -180,6 +182,9 @@ class CausalLM:
         """lm-eval's get_rolling_token_windows(context_len=1) + make_disjoint_window."""
         if not ids:
             return []
+        if self.tok.prefix_id is None:
+            raise StageError("rolling loglikelihood needs a BOS or EOS token to open the first window (as lm-eval's "
+                             "prefix_token_id): the model's tokenizer declares neither")
         L = self.max_length
         first = min(L, len(ids))
         windows = [([self.tok.prefix_id], ids[:first])]

@@ -71,7 +71,9 @@ def _special_tokens(tokenizer_json: Path) -> dict[str, str]:
         meta = tokenizer_json.parent / name
         if meta.is_file() and "special_token_strings" in (m := json.loads(meta.read_text())):
             return m["special_token_strings"]
-    vocab = json.loads(tokenizer_json.read_text())["model"]["vocab"]
+    spec = json.loads(tokenizer_json.read_text())
+    # special tokens usually sit among the added tokens, not in the BPE model's own vocabulary
+    vocab = {*spec["model"]["vocab"], *(t["content"] for t in spec.get("added_tokens") or [])}
     defaults = {"bos": "<|bos|>", "eos": "<|endoftext|>", "pad": "<|pad|>"}
     return {k: v for k, v in defaults.items() if v in vocab}
 
