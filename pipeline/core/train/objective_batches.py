@@ -40,6 +40,8 @@ class ObjectiveBatches:
         self.encoder_decoder, self.objective = encoder_decoder, tc.objective
         self.mix = mixture(tc)
         self.cumulative = np.cumsum([p for p, _ in self.mix])
+        # raw tokens per window for each span denoiser: a search over lengths, done once
+        self.raw = {d: O.raw_length(seq_len, d.noise_density, d.mean_span_length) for _, d in self.mix if d.kind == "spans"}
         self._check()
 
     def _check(self) -> None:
@@ -48,8 +50,7 @@ class ObjectiveBatches:
         for _, d in self.mix:
             if d.kind != "spans":
                 continue
-            n = O.raw_length(self.seq_len, d.noise_density, d.mean_span_length)
-            spans = O.span_counts(n, d.noise_density, d.mean_span_length)[1]
+            spans = O.span_counts(self.raw[d], d.noise_density, d.mean_span_length)[1]
             if spans > len(self.sentinels):
                 raise StageError(
                     f"train.objective={self.objective}: a {self.seq_len}-token sequence hides {spans} spans "
@@ -62,7 +63,7 @@ class ObjectiveBatches:
         out = []
         for p, d in self.mix:
             if d.kind == "spans":
-                n = O.raw_length(self.seq_len, d.noise_density, d.mean_span_length)
+                n = self.raw[d]
                 noise, spans = O.span_counts(n, d.noise_density, d.mean_span_length)
                 out.append((p, n - noise + spans, noise + spans))
             else:  # lm: one token read; prefix: the split is uniform over the window
@@ -83,8 +84,7 @@ class ObjectiveBatches:
             return tokens[:1], tokens[1:]
         if d.kind == "prefix":
             return O.split_prefix(tokens, generator)
-        n = O.raw_length(self.seq_len, d.noise_density, d.mean_span_length)
-        return O.corrupt_spans(tokens[:n], self.sentinels, d.noise_density, d.mean_span_length, generator)
+        return O.corrupt_spans(tokens[:self.raw[d]], self.sentinels, d.noise_density, d.mean_span_length, generator)
 
     def batch(self, tokens: np.ndarray, starts, indices, stream: int) -> dict:
         """The laid-out batch of windows ``starts`` of ``tokens``; row i draws from the random

@@ -68,6 +68,10 @@ def combination_problems(model, tc) -> list[str]:
         if tc.objective == "lm":
             problems.append("model.arch=encoder_decoder with train.objective=lm gives the encoder nothing to read: "
                             "set train.objective=span_corruption|prefix_lm|ul2")
+        if tc.tp > 1 or tc.pp > 1:
+            problems.append("model.arch=encoder_decoder trains with data parallelism only: set train.tp=1 train.pp=1")
+    if tc.objective != "lm" and tc.pp > 1:
+        problems.append(f"train.pp > 1 trains next-token prediction only; train.objective={tc.objective} needs train.pp=1")
     return problems
 
 
