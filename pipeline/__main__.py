@@ -22,7 +22,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, write_error
 from pipeline.stage import stage_module, stage_names
 
 # Commands that are not stages: name -> "module:function(argv) -> exit code".
@@ -143,6 +143,11 @@ def entry() -> None:
         sys.exit(main(sys.argv[1:]))
     except StageError as err:
         print(f"lmdag error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:
+        if (clear := write_error(err)) is None:
+            raise
+        print(f"lmdag error: {clear}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -136,6 +136,9 @@ def run_on_files(stage: str, overrides: list[str], ins: dict[str, str], out_path
     roles = list(module.INPUTS)
     given = {(roles[0] if r == "" and roles else r): p for r, p in ins.items()}
     unknown = sorted(set(given) - set(roles))
+    if unknown and not roles:  # the DAG's first stage: it reads what its config names
+        hint = f": name your files in its config, e.g. {stage}.sources=[PATH,...]" if "sources" in config else ""
+        raise StageError(f"{stage} reads no other step (it starts the DAG), so in= means nothing to it{hint}")
     if unknown:
         raise StageError(f"{stage} has no input {unknown}; its inputs are {roles or 'none'} (in=PATH is {roles[:1]})")
     missing = [r for r, i in module.INPUTS.items() if not i.optional and r not in given]

@@ -9,6 +9,7 @@ directory that looks finished.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -19,7 +20,7 @@ from types import ModuleType
 
 from omegaconf import OmegaConf
 
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, write_error
 from pipeline.core.publish import atomic_dir
 from pipeline.core.step import typed_config
 
@@ -97,6 +98,15 @@ def execute(stage: str, config: dict, inputs: dict[str, Path], out: Path, key: s
         if not Path(path).exists():
             raise StageError(f"{step or stage}: input {role!r} at {path} does not exist")
     cfg = typed_config(module.Config, config)
+    try:
+        return _run_published(module, stage, cfg, config, inputs, out, key, step, input_refs, source, extra_log)
+    except OSError as err:
+        if (clear := write_error(err, out)) is None:
+            raise
+        raise StageError(f"{step or stage}: {clear}") from err
+
+
+def _run_published(module, stage, cfg, config, inputs, out, key, step, input_refs, source, extra_log) -> dict:
     with atomic_dir(out) as tmp:
         log, handlers = _start_log(tmp, step or stage, extra_log)
         started = time.time()
@@ -117,8 +127,10 @@ def execute(stage: str, config: dict, inputs: dict[str, Path], out: Path, key: s
             (tmp / "stats.json").write_text(json.dumps(stats, indent=2, default=str))
         except BaseException:
             log.exception("%s failed; its temporary directory %s is removed", step or stage, tmp)
-            # Keep the log where the user can read it, next to (never inside) the step directory.
-            (out.parent / f"{out.name}.failed.log").write_text((tmp / "log.txt").read_text())
+            # Keep the log where the user can read it, next to (never inside) the step directory
+            # (best effort: on a full disk the error itself must still reach the user).
+            with contextlib.suppress(OSError):
+                (out.parent / f"{out.name}.failed.log").write_text((tmp / "log.txt").read_text())
             raise
         finally:
             for h in handlers:
