@@ -154,7 +154,7 @@ def load(cfg, passages: list[str] | None = None) -> Examples:
     return builtin(cfg, kind, passages) if cfg.data == "builtin" else from_file(cfg, kind)
 
 
-def corpus_passages(tokens_dir: Path, n_docs: int = 200, n_words: int = 12) -> list[str]:
+def corpus_passages(tokens_dir: Path, n_docs: int = 1000, n_words: int = 12) -> list[str]:
     """Passages of the curated corpus (the tokenize stage's training documents) for passage_qa:
     runs of ``n_words`` words of plain letters, one per document."""
     import re

@@ -102,6 +102,11 @@ def _supervised_rows(ctx: Context):
     return rows, val, len(train)
 
 
+def mean_length(rows) -> float:
+    """Tokens per row on average: throughput counts the tokens a step reads, not the context."""
+    return sum(len(r.ids) - 1 for r in rows) / max(len(rows), 1)
+
+
 def _mean_loss(model, rows, loss_fn, collate, size: int) -> dict:
     totals: dict[str, float] = {}
     with torch.no_grad():
@@ -133,7 +138,7 @@ def supervised_job(ctx: Context) -> Job:
                batches=B.StepBatches(rows, ctx.tc, ctx.rank, cfg.seed, collate),
                validate=lambda m: _mean_loss(m, val, losses.sft_loss, collate, ctx.tc.batch_size),
                finish=lambda run: finish.publish(ctx, run),
-               tokens_per_step=ctx.tc.global_batch() * ctx.seq_len,
+               tokens_per_step=round(ctx.tc.global_batch() * mean_length(rows)),
                flops_per_token=ctx.base.flops_per_token(ctx.seq_len),
                stats={"train_rows": len(rows), "train_examples": n_train})
 
@@ -174,7 +179,7 @@ def preference_job(ctx: Context) -> Job:
                batches=B.StepBatches(rows, ctx.tc, ctx.rank, cfg.seed, collate),
                validate=lambda m: _mean_loss(m, val, loss, collate, ctx.tc.batch_size),
                finish=lambda run: finish.publish(ctx, run),
-               tokens_per_step=2 * ctx.tc.global_batch() * ctx.seq_len,
+               tokens_per_step=round(2 * ctx.tc.global_batch() * mean_length([r for pair in rows for r in pair])),
                flops_per_token=ctx.base.flops_per_token(ctx.seq_len),
                stats={"train_rows": len(rows), "train_examples": len(rows)})
 

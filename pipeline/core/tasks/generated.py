@@ -2,19 +2,23 @@
 matching zero-shot exact-match evaluations (``yaml/chat_*.yaml``, ``generated:NAME/test.jsonl``).
 
     arithmetic   What is 3 + 4?                                   -> 7
-    reverse      Reverse the letters: c a t                       -> t a c
-    uppercase    Upper-case the letters: c a t                    -> C A T
+    reverse      Reverse the letters: k a t                       -> t a k
+    uppercase    Upper-case the letters: k a t                    -> K A T
     word_order   Reverse the order of the words: red fox runs     -> runs fox red
-    passage_qa   Passage: ... Question: Which word comes right after the word fox?  -> runs
+    passage_qa   Passage: ... Question: Which word comes right after the word fox? Reply with
+                 both words.                                      -> fox runs
 
-Two facts of byte-level BPE make these learnable by a small model. Words are spelled letter
-by letter in ``reverse`` and ``uppercase``: BPE writes "cat" and "tac" as unrelated tokens, so
+Two facts of byte-level BPE make these learnable by a small model. Letters are spelled one
+by one in ``reverse`` and ``uppercase``: BPE writes "cat" and "tac" as unrelated tokens, so
 a model could only memorise word by word; letter by letter, the task is a per-letter copy or
-mapping that carries over to unseen words. And BPE merges a word with the space before it
+mapping that carries over to unseen strings (random letters, so there is no list to memorise). And BPE merges a word with the space before it
 (" fox" is one token, "fox" at the start of a text another): every word of a question has a
 space before it, and so does the word a passage question asks about, and the assistant's
 reply (``reply``) starts with a space, so the answer is made of the very tokens the model
 just read — copying, reversing and looking up work on token identity, as induction heads do.
+A passage answer restates the asked word before the one after it: the look-up then is the
+plain induction step (the last token read occurs in the passage: copy what followed it)
+rather than a search for a word named in the question.
 
 Every problem has a key (the numbers, the word, the passage and the asked word); a hash of
 the key puts it in the held-out split or the training split, so no held-out problem is ever
@@ -40,15 +44,9 @@ TASKS = ("arithmetic", "reverse", "uppercase", "word_order", "passage_qa")
 SPLITS = ("train", "test")
 HELDOUT_FRACTION = 0.2
 EVAL_DOCS = 100  # documents in each generated evaluation file
-VERSION = "2"  # part of the evaluation files' cache path: bump when the generators change
+VERSION = "3"  # part of the evaluation files' cache path: bump when the generators change
 
-LETTER_WORDS = (
-    "cat dog sun map cup hat pen box fox owl bee ant cow pig hen egg ice oak elm fig jam key "
-    "lip mud net oil pot rat sea tea toy van web yak zip arm bag bed bus car day ear eye fan "
-    "gum hill jar kite lamp milk nest pear ring rock rose salt ship sock star tree wind wolf "
-    "bird boat cake coat door drum duck fish frog gate goat horn king leaf lion moon nose rain "
-    "road seed snow soap song tent toad wave corn desk"
-).split()
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 WORDS = (
     "red blue green small big old new fast slow happy cold warm dark bright quiet loud soft "
     "hard cat dog bird fish horse tree river stone house road city garden window table book "
@@ -72,14 +70,19 @@ def _spell(word: str) -> str:
     return " ".join(word)
 
 
+def _letters(rng: random.Random) -> str:
+    """3 or 4 random letters: thousands of distinct problems, so the rule is learnt, not a word list."""
+    return "".join(rng.choice(LETTERS) for _ in range(rng.choice((3, 4))))
+
+
 def _reverse(rng: random.Random) -> tuple[str, dict]:
-    w = rng.choice(LETTER_WORDS)
+    w = _letters(rng)
     wrong = w if w != w[::-1] else w[1:] + w[0]
     return w, {"question": f"Reverse the letters: {_spell(w)}", "answer": _spell(w[::-1]), "wrong": _spell(wrong)}
 
 
 def _uppercase(rng: random.Random) -> tuple[str, dict]:
-    w = rng.choice(LETTER_WORDS)
+    w = _letters(rng)
     wrong = w[0].upper() + w[1:]  # a half-done answer: only the first letter
     return w, {"question": f"Upper-case the letters: {_spell(w)}", "answer": _spell(w.upper()),
                "wrong": _spell(wrong)}
@@ -104,8 +107,10 @@ def passage_question(passage: str, rng: random.Random) -> tuple[str, dict] | Non
     i = rng.choice(candidates)
     others = [w for w in words if w not in (words[i], words[i + 1])]
     wrong = rng.choice(others) if others else words[i]
-    question = f"Passage: {passage}\nQuestion: Which word comes right after the word {words[i]}?"
-    return f"{passage}|{i}", {"question": question, "answer": words[i + 1], "wrong": wrong}
+    question = (f"Passage: {passage}\nQuestion: Which word comes right after the word {words[i]}? "
+                f"Reply with both words.")
+    return f"{passage}|{i}", {"question": question, "answer": f"{words[i]} {words[i + 1]}",
+                              "wrong": f"{words[i]} {wrong}"}
 
 
 def _passage_qa(rng: random.Random, passages: list[str] | None = None) -> tuple[str, dict] | None:
