@@ -1,19 +1,23 @@
-"""Fine-tuning evidence in one run: held-out exact match before/after each method, DPO's
-preference accuracy over its SFT start, LoRA's trainable parameters and optimizer memory vs
-full fine-tuning, and our SFT step time vs TRL's SFTTrainer on the same exported model.
+"""Fine-tuning evidence from a pretrained base, in one run: held-out exact match before and after
+each method (SFT, LoRA, prompt tuning, prefix tuning, then DPO and GRPO-style RL from the SFT
+model), DPO's held-out preference accuracy over its SFT start, the reward model's held-out
+accuracy, RL's reward over training, trainable parameters and optimizer state per method, and
+our SFT step time vs TRL's SFTTrainer on the same exported model and batches.
 
-    python benchmarks/finetune.py                       # ~10 min on 2 CPU cores
-    python benchmarks/finetune.py --sft-steps 40 --quick
+    python benchmarks/finetune.py --base results/pretrain/<key> --tokens results/tokenize/<key>
+    python benchmarks/finetune.py --base DIR --tokens DIR --steps 200 --quick    # minutes, no RL/TRL
 
-The base model is the random-initialised tiny model the tests use, on a tokenizer that has
-seen the tasks' words (no pretraining: base exact match is ~0 by construction, so every point
-of exact match is what fine-tuning taught). TRL runs fp32 (bf16=False) like ours on CPU.
+``--base`` is a pretrain stage directory (the default run's cpu_2m model: ``snakemake -c 2
+--until pretrain``); ``--tokens`` its tokenize directory, whose documents give passage_qa its
+passages. The base has never seen a chat template, so its exact match is ~0: every point of
+it is what fine-tuning taught. Every run here uses one torch thread (train.threads=1): on a
+shared 2-core machine a second OpenMP thread waiting for a busy core made steps >10x slower.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import random
+import statistics
 import sys
 import tempfile
 import time
@@ -25,51 +29,60 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.stage import execute  # noqa: E402
 
-
-def build_base(root: Path, d_model: int, n_layer: int) -> tuple[Path, Path]:
-    from pipeline.core.docs import doc, write_table
-    from tests.finetune.conftest import _corpus, tiny_model_dir
-
-    rows = [doc(f"doc{i}", t, "tasks") for i, t in enumerate(_corpus(random.Random(0)))]
-    write_table(root / "docs" / "shard-00000.parquet", rows)
-    execute("tokenize", {"vocab_size": 400, "n_sentinels": 2, "workers": 1, "val_fraction": 0.1},
-            {"docs": root / "docs"}, root / "tokenize")
-    base = tiny_model_dir(root / "tokenize", root / "base", d_model=d_model, n_layer=n_layer,
-                          d_mlp=3 * d_model, max_seq_len=96)
-    return root / "tokenize", base
+BATCH = 16
 
 
-def finetune(name, model_dir, out, steps, **cfg):
-    train = {"steps": steps, "batch_size": 16, "warmup_steps": 5, "eval_every": steps, "checkpoint_every": steps,
-             "log_every": 10, "progress": False, "compile": False, **cfg.pop("train", {})}
-    inputs = {"model": model_dir, **cfg.pop("inputs", {})}
+def finetune(name, model_dir, out, steps, tokens=None, **cfg):
+    train = {"steps": steps, "batch_size": BATCH, "eval_every": max(steps // 4, 1), "checkpoint_every": steps,
+             "log_every": 10, "progress": False, "compile": False, "threads": 1, "warmup_steps": min(10, steps),
+             **cfg.pop("train", {})}
+    inputs = {"model": model_dir, **({"tokens": tokens} if tokens else {}), **cfg.pop("inputs", {})}
     t = time.perf_counter()
-    stats = execute("finetune", {"train": train, "heldout_examples": 50, **cfg}, inputs, out / name)
+    stats = execute("finetune", {"train": train, **cfg}, inputs, out / name)
     stats["bench_wall_s"] = time.perf_counter() - t
     return stats
 
 
-def trl_step_time(model_dir: Path, steps: int, batch: int) -> float:
-    """Seconds per optimizer step of TRL's SFTTrainer on the exported model, assistant-only loss."""
+def methods(base: Path, tokens: Path | None, out: Path, args) -> dict:
+    n, sft_cfg = args.steps, {"train_examples": args.examples, "heldout_examples": args.heldout}
+    runs = {"sft": finetune("sft", base, out, n, tokens, **sft_cfg, train={**SFT_TRAIN, "warmup_steps": min(50, n // 10)})}
+    runs["lora"] = finetune("lora", base, out, n, tokens, method="lora", lora={"rank": 16, "alpha": 32.0}, **sft_cfg)
+    runs["prompt"] = finetune("prompt", base, out, n, tokens, method="prompt", virtual_tokens=16, **sft_cfg)
+    runs["prefix"] = finetune("prefix", base, out, n, tokens, method="prefix", virtual_tokens=16, **sft_cfg)
+    sft = out / "sft"
+    pref = {"train_examples": args.examples // 2, "heldout_examples": args.heldout}
+    runs["dpo"] = finetune("dpo", sft, out, args.dpo_steps, tokens, method="dpo", dpo={"beta": args.beta},
+                           train={"lr": args.dpo_lr}, **pref)
+    runs["reward"] = finetune("reward", sft, out, args.dpo_steps, tokens, method="reward", **pref)
+    if not args.quick:
+        runs["rl"] = finetune("rl", sft, out, args.rl_steps, tokens, method="rl", heldout_examples=args.heldout,
+                              rl={"group_size": 8, "max_new_tokens": 12}, train={"batch_size": 4, "log_every": 1,
+                                                                                  "lr": args.rl_lr})
+    return runs
+
+
+# Full fine-tuning: a cosine decay to 10% after a short warmup (what the other methods keep
+# constant moves the whole model: decaying it lets the last steps settle).
+SFT_TRAIN = {"lr": 3e-3, "schedule": "cosine", "warmup_steps": 50}
+
+
+def trl_step_times(model_dir: Path, rows: list[dict], steps: int) -> list[float]:
+    """Seconds per optimizer step of TRL's SFTTrainer on the exported model: assistant-only
+    loss, fp32, padding to the batch's longest row, the same AdamW, lr and clipping as ours."""
     import datasets
     import trl
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from pipeline.core.tasks import generated
-    from pipeline.finetune.data import from_generated
-
-    rows = [from_generated(r, "conversation") for t in generated.TASKS for r in generated.examples(t, "train", 200)]
     tok = AutoTokenizer.from_pretrained(model_dir / "hf")
     model = AutoModelForCausalLM.from_pretrained(model_dir / "hf", dtype=torch.float32)
-    args = trl.SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, max_steps=steps + 2,
+    args = trl.SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, max_steps=steps,
                          learning_rate=1e-3, report_to=[], use_cpu=True, bf16=False, assistant_only_loss=True,
-                         logging_steps=1000, save_strategy="no", max_length=96, gradient_checkpointing=False,
-                         lr_scheduler_type="constant", dataloader_num_workers=0)
+                         logging_steps=1000, save_strategy="no", max_length=256, gradient_checkpointing=False,
+                         lr_scheduler_type="constant", dataloader_num_workers=0, optim="adamw_torch_fused",
+                         adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0)
     trainer = trl.SFTTrainer(model=model, processing_class=tok, args=args,
                              train_dataset=datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows]))
-    times = []
-
-    from transformers import TrainerCallback
+    times: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -80,62 +93,100 @@ def trl_step_time(model_dir: Path, steps: int, batch: int) -> float:
 
     trainer.add_callback(Clock())
     trainer.train()
-    return sum(times[2:]) / max(len(times[2:]), 1)  # the first steps warm up
+    return times[2:]  # the first steps warm up
 
 
-def ours_step_time(stats: dict) -> float:
-    return stats["train_wall_s"] / stats["steps"]
+def ours_step_times(out: Path) -> list[float]:
+    """Seconds per optimizer step between the logged steps of a run (validation and checkpoints
+    fall outside these intervals); the first interval, which warms up, left out."""
+    records = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(records[1:], records[2:])]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sft-steps", type=int, default=300)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="skip RL and the TRL timing")
-    args = p.parse_args()
-    torch.set_num_threads(2)
-    root = Path(tempfile.mkdtemp(prefix="lmdag-bench-ft-"))
-    tok_dir, base = build_base(root, args.d_model, args.layers)
-    out = root / "runs"
-    runs = {"sft": finetune("sft", base, out, args.sft_steps),
-            "lora": finetune("lora", base, out, args.sft_steps, method="lora", lora={"rank": 16, "alpha": 32.0})}
-    runs["dpo"] = finetune("dpo", out / "sft", out, max(args.sft_steps // 4, 10), method="dpo", dpo={"beta": 0.1})
-    runs["reward"] = finetune("reward", out / "sft", out, max(args.sft_steps // 4, 10), method="reward")
-    if not args.quick:
-        runs["rl"] = finetune("rl", out / "sft", out, max(args.sft_steps // 10, 5), method="rl",
-                              rl={"group_size": 8, "max_new_tokens": 12}, train={"batch_size": 4})
+def step_time_rows(base: Path, steps: int) -> tuple[float, float]:
+    """Our SFT and TRL's on the same conversations, batch, threads, back to back: medians in seconds."""
+    from pipeline.core.tasks import generated
+    from pipeline.finetune.data import from_generated
 
-    print(f"\nheld-out exact match (50 problems per task; base = random init, {args.d_model}x{args.layers})")
-    tasks = list(runs["sft"]["heldout_exact_match"]["before"])
-    print(f"{'method':<8} {'start':<6} " + " ".join(f"{t:>11}" for t in tasks) + f" {'mean':>7} {'wall s':>7}")
+    rows = [from_generated(r, "conversation") for t in generated.TASKS if t != "passage_qa"
+            for r in generated.examples(t, "train", 200)]
+    root = Path(tempfile.mkdtemp(prefix="lmdag-bench-ft-time-"))
+    torch.set_num_threads(1)
+    finetune("time", base, root, steps, heldout_examples=0, tasks=[t for t in generated.TASKS if t != "passage_qa"],
+             train_examples=len(rows), train={"lr": 1e-3, "eval_every": steps, "log_every": 1})
+    ours = statistics.median(ours_step_times(root / "time"))
+    theirs = statistics.median(trl_step_times(base, rows, steps))
+    return ours, theirs
+
+
+def table(runs: dict, tasks: list[str]) -> list[str]:
+    lines = [f"{'method':<8} {'model':<7} " + " ".join(f"{t:>10}" for t in tasks) + f" {'mean':>6} {'trainable':>10}"
+             f" {'AdamW MB':>8} {'wall s':>7}"]
+    start = {"sft": "base", "lora": "base", "prompt": "base", "prefix": "base", "dpo": "sft", "rl": "sft"}
+    shown_base = False
     for name, s in runs.items():
-        if "heldout_exact_match" not in s:
+        em = s.get("heldout_exact_match")
+        if not em:
             continue
-        for when in ("before", "after"):
-            em = s["heldout_exact_match"][when]
-            label = name if when == "after" else f"({'base' if name in ('sft', 'lora') else 'sft'})"
-            print(f"{label:<8} {when:<6} " + " ".join(f"{em[t]:>11.2f}" for t in tasks)
-                  + f" {sum(em.values()) / len(em):>7.2f} {s['bench_wall_s'] if when == 'after' else 0:>7.1f}")
+        if start[name] == "base" and not shown_base or name == "dpo":
+            b = em["before"]
+            lines.append(f"{'-':<8} {start[name]:<7} " + " ".join(f"{b[t]:>10.2f}" for t in tasks)
+                         + f" {sum(b.values()) / len(b):>6.2f}")
+            shown_base = True
+        a = em["after"]
+        lines.append(f"{name:<8} {name:<7} " + " ".join(f"{a[t]:>10.2f}" for t in tasks)
+                     + f" {sum(a.values()) / len(a):>6.2f} {s['trainable_params']:>10,} "
+                     f"{s['optimizer_state_bytes'] / 1e6:>8.2f} {s['bench_wall_s']:>7.0f}")
+    return lines
+
+
+def report(runs: dict, args) -> None:
+    tasks = list(runs["sft"]["heldout_exact_match"]["before"])
+    print(f"\nheld-out exact match ({args.heldout} problems per task, greedy, zero-shot with the chat template); "
+          f"{args.steps} steps x {BATCH} for sft/lora/prompt/prefix, {args.dpo_steps} for dpo/reward, "
+          f"{args.rl_steps} x 4 prompts x 8 samples for rl")
+    print("\n".join(table(runs, tasks)))
     d = runs["dpo"]
-    print(f"\nDPO held-out preference accuracy (log p(chosen) > log p(rejected)): SFT start "
-          f"{d['heldout_preference_accuracy']['before']:.3f} -> DPO {d['heldout_preference_accuracy']['after']:.3f}; "
-          f"implicit reward accuracy {d['heldout_reward_accuracy']:.3f}, margin {d['heldout_reward_margin']:.3f}")
-    print(f"reward model held-out accuracy {runs['reward']['heldout_accuracy']:.3f} on {runs['reward']['heldout_pairs']} pairs")
+    print(f"\nDPO (beta {args.beta}, lr {args.dpo_lr}): held-out preference accuracy (log p(chosen) > log p(rejected)) "
+          f"SFT start {d['heldout_preference_accuracy']['before']:.3f} -> DPO {d['heldout_preference_accuracy']['after']:.3f} "
+          f"on {d['heldout_pairs']} pairs; implicit reward accuracy {d['heldout_reward_accuracy']:.3f}, "
+          f"margin {d['heldout_reward_margin']:.3f}")
+    r = runs["reward"]
+    print(f"reward model (from sft): held-out accuracy {r['heldout_accuracy']:.3f} on {r['heldout_pairs']} pairs "
+          f"(chance 0.5), mean margin {r['heldout_margin']:.3f}")
     if "rl" in runs:
-        curve = runs["rl"]["reward_curve"]
-        print(f"RL reward (mean over sampled replies): first logged {curve[0][1]:.3f} -> last {curve[-1][1]:.3f}")
-    f, lo = runs["sft"], runs["lora"]
-    print(f"\nLoRA r=16: {lo['trainable_params']:,} trainable of {lo['params']:,} "
-          f"({lo['trainable_params'] / lo['params']:.1%}); AdamW state {lo['optimizer_state_bytes'] / 1e6:.2f} MB vs "
-          f"full fine-tuning {f['optimizer_state_bytes'] / 1e6:.2f} MB (ratio {f['optimizer_state_bytes'] / lo['optimizer_state_bytes']:.1f}x)")
+        curve = [v for _, v in runs["rl"]["reward_curve"]]
+        k = max(len(curve) // 5, 1)
+        print(f"RL (GRPO on the tasks' answers): mean sampled reward over the first {k} steps "
+              f"{statistics.mean(curve[:k]):.3f} -> last {k} steps {statistics.mean(curve[-k:]):.3f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--base", type=Path, required=True, help="a pretrained model directory")
+    p.add_argument("--tokens", type=Path, help="its tokenize directory (passages for passage_qa)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--examples", type=int, default=20000)
+    p.add_argument("--heldout", type=int, default=50)
+    p.add_argument("--dpo-steps", type=int, default=200)
+    p.add_argument("--dpo-lr", type=float, default=2e-4)
+    p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--rl-steps", type=int, default=60)
+    p.add_argument("--rl-lr", type=float, default=1e-4)
+    p.add_argument("--time-steps", type=int, default=40, help="steps of each trainer timed for the step time")
+    p.add_argument("--work", type=Path, help="where the runs go (default: a new temporary directory)")
+    p.add_argument("--quick", action="store_true", help="skip RL and the TRL timing")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = args.work or Path(tempfile.mkdtemp(prefix="lmdag-bench-ft-"))
+    runs = methods(args.base, args.tokens, out, args)
+    report(runs, args)
     if not args.quick:
-        theirs = trl_step_time(base, 20, 16)
-        ours = ours_step_time(f)
-        print(f"SFT step time, batch 16, CPU fp32: ours {ours * 1000:.1f} ms, TRL SFTTrainer {theirs * 1000:.1f} ms "
-              f"-> TRL / ours = {theirs / ours:.2f}x")
-    (root / "summary.json").write_text(json.dumps(runs, indent=1, default=str))
-    print(f"\nfull stats: {root / 'summary.json'}")
+        ours, theirs = step_time_rows(args.base, args.time_steps)
+        print(f"SFT step time, batch {BATCH}, CPU fp32, 1 thread, median of {args.time_steps} steps: ours "
+              f"{ours * 1000:.1f} ms, TRL SFTTrainer {theirs * 1000:.1f} ms -> TRL / ours = {theirs / ours:.2f}x")
+    (out / "summary.json").write_text(json.dumps(runs, indent=1, default=str))
+    print(f"\nfull stats: {out / 'summary.json'}")
     return 0
 
 
