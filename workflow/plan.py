@@ -93,7 +93,15 @@ def expand_grid(grid: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
 
 
+CONFIG_KEYS = ("experiment", "sweep", "overrides")  # what `snakemake --config` takes
+
+
 def base_overrides(config: dict) -> list[str]:
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:  # a key Snakemake would carry silently, changing nothing
+        raise StageError(f"snakemake --config takes {', '.join(CONFIG_KEYS)}; {', '.join(map(repr, unknown))} is none "
+                         f"of them: a pipeline setting goes in overrides, e.g. --config "
+                         f"\"overrides={unknown[0]}={config[unknown[0]]}\"")
     return ([f"experiment={config['experiment']}"] if config.get("experiment") else []) + _split(config.get("overrides"))
 
 

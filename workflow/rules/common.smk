@@ -15,10 +15,21 @@ RESULTS = results_dir(config)
 POINTS = build_plan(config)
 STEPS = unique_steps(POINTS)  # (step name, key) -> Step
 MANIFEST = write_all(POINTS, config)
+
 REPORT = [f"{RESULTS}/report/index.html", f"{RESULTS}/report/report.md"]
 # Paths reach the shell quoted (a results path with a space, a venv path with a quote); config
 # values never reach it: each job reads its plan file.
 PYTHON = shlex.quote(sys.executable)
+
+
+onstart:
+    # one run that executes jobs per results directory (workflow/lock.py); -n never gets here
+    from workflow.lock import ResultsInUse, hold
+
+    try:
+        hold(RESULTS)
+    except ResultsInUse as err:
+        sys.exit(f"lmdag error: {err}")
 
 # Step names by stage: each stage is one rule, whose `step` wildcard is one of its steps.
 STAGE_STEPS = {}
