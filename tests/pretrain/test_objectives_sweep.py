@@ -55,3 +55,21 @@ def test_the_comparison_stops_at_evaluation(points):
     """Fine-tuning, compression and serving read decoder models only: the sweep leaves them out."""
     for steps in points.values():
         assert sorted({s.stage for s in steps.values()}) == sorted([*DATA_STEPS, "pretrain", "evaluate"])
+
+
+def test_make_sweeps_snakemake_command_plans_one_training_per_family(tmp_path):
+    """What `make sweep SWEEP=conf/sweep/architectures.yaml` runs, as a dry run in a scratch dir:
+    the data steps once, a pretrain and an evaluate per family, the report."""
+    import re
+    import subprocess
+    import sys
+
+    snakemake = Path(sys.executable).parent / "snakemake"
+    proc = subprocess.run([str(snakemake), "-n", "-c", "1", "--profile", str(REPO / "workflow/profiles/local"),
+                           "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--config", f"sweep={SWEEP}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = proc.stdout.split("Job stats:", 1)[1].split("total", 1)[0]
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    assert jobs["pretrain"] == jobs["evaluate"] == len(FAMILIES)
+    assert all(jobs[stage] == 1 for stage in ("collect", "filter", "scrub", "tokenize", "report"))
