@@ -13,7 +13,12 @@ import torch.nn.functional as F
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """Compute in fp32 at least (fp64 stays fp64, so the references can be gradchecked)."""
+    if x.dtype in _WIDE:  # already wide: skip the dtype promotion and .to (a decode step makes ~100 of these)
+        return x
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+_WIDE = (torch.float32, torch.float64)
 
 
 def _prefix_tensor(prefix_len, batch: int, device) -> torch.Tensor | None:
@@ -57,9 +62,9 @@ def attention(q, k, v, causal: bool = True, prefix_len=None, scale: float | None
 
 
 def rms_norm(x, weight, eps: float = 1e-6):
-    xf = _wide(x)
-    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * _wide(weight)).to(x.dtype)
+    # x * rsqrt(mean(x^2) + eps) * weight in one op: bit-identical to writing it out (forward and
+    # gradients, fp32/bf16/fp64), at a third of the ops.
+    return F.rms_norm(_wide(x), (x.shape[-1],), _wide(weight), eps).to(x.dtype)
 
 
 def rotary_cos_sin(T: int, D: int, base: float = 10000.0, device=None, dtype=torch.float32):
@@ -70,15 +75,18 @@ def rotary_cos_sin(T: int, D: int, base: float = 10000.0, device=None, dtype=tor
 
 
 def _rotate(x, cos, sin):
-    h = x.shape[-1] // 2
-    x1, x2 = _wide(x[..., :h]), _wide(x[..., h:])
-    c, s = _wide(cos), _wide(sin)
-    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(x.dtype)
+    """x * [cos, cos] + [x2, x1] * [-sin, sin] = cat(x1*cos - x2*sin, x2*cos + x1*sin): the same
+    products and sums, bit for bit (values and gradients), in 4 ops instead of 9 (a decode step's
+    rotary is all per-op overhead). ``cos``/``sin`` here are the full-width tables."""
+    xf = _wide(x)
+    return (xf * cos + xf.roll(x.shape[-1] // 2, -1) * sin).to(x.dtype)
 
 
 def apply_rotary(q, k, cos, sin):
     """HF Llama ``rotate_half``: out = cat(x1*cos - x2*sin, x2*cos + x1*sin)."""
-    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    c, s = _wide(cos), _wide(sin)
+    cos_full, sin_full = torch.cat((c, c), -1), torch.cat((-s, s), -1)  # shared by q and k
+    return _rotate(q, cos_full, sin_full), _rotate(k, cos_full, sin_full)
 
 
 def swiglu(gate, up):

@@ -72,7 +72,7 @@ def test_slots_follow_the_block_table_and_only_full_blocks_are_shared():
     a = BlockTable()
     slots = cache.append_slots(a, 6)
     assert len(a.blocks) == 2
-    assert slots.tolist() == [a.blocks[0] * 4 + i for i in range(4)] + [a.blocks[1] * 4 + i for i in range(2)]
+    assert slots == [a.blocks[0] * 4 + i for i in range(4)] + [a.blocks[1] * 4 + i for i in range(2)]
     tokens = list(range(10, 16))
     cache.register_full_blocks(a, tokens)
     assert len(a.digests) == 1  # the half-filled second block is not shareable

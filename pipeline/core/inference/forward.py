@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from pipeline.core.inference.fused import LayerProjections
 from pipeline.core.inference.kv_cache import PagedKVCache
 
 
@@ -40,17 +41,17 @@ class Batch:
     segments: list[Segment] = field(default_factory=list)
 
     @classmethod
-    def build(cls, segments: list[tuple[list[int], int, list[int], torch.Tensor]], device) -> "Batch":
+    def build(cls, segments: list[tuple[list[int], int, list[int], list[int]]], device) -> "Batch":
         """segments: (tokens, start position, block table, slots) per sequence."""
         tokens, positions, slots, segs, row = [], [], [], [], 0
         for toks, start, blocks, seg_slots in segments:
             tokens += toks
             positions += range(start, start + len(toks))
-            slots.append(seg_slots)
+            slots += seg_slots
             segs.append(Segment(row, len(toks), start, blocks))
             row += len(toks)
-        as_long = lambda x: torch.as_tensor(x, dtype=torch.long, device=device)
-        batch = cls(as_long(tokens), as_long(positions), torch.cat(slots).to(device), segs)
+        as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)
+        batch = cls(as_long(tokens), as_long(positions), as_long(slots), segs)
         batch._plan(device)
         return batch
 
@@ -83,13 +84,12 @@ def prefill_attention(q, k, v, start: int, cache: PagedKVCache, layer: int, bloc
     return out[0].transpose(0, 1).to(q.dtype)
 
 
-def attention(attn, x, rotary, cache: PagedKVCache, layer: int, batch: Batch):
+def attention(attn, proj: LayerProjections, x, rotary, cache: PagedKVCache, layer: int, batch: Batch):
     """The model's Attention module over a batch, keys/values through the paged cache."""
     N = x.shape[1]
     hd = attn.cfg.head_dim
-    q = attn.q_proj(x).view(1, N, -1, hd)
-    k = attn.k_proj(x).view(1, N, -1, hd)
-    v = attn.v_proj(x).view(N, -1, hd)
+    q, k, v = proj.qkv(x)
+    q, k, v = q.view(1, N, -1, hd), k.view(1, N, -1, hd), v.view(N, -1, hd)
     if attn.cfg.qk_norm:
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)  # (1, H, N, hd): tokens on the time axis
@@ -114,9 +114,16 @@ def attention(attn, x, rotary, cache: PagedKVCache, layer: int, batch: Batch):
     return attn.o_proj(out.reshape(1, N, -1))
 
 
+def mlp(block, proj: LayerProjections, x):
+    gate, up = proj.gate_up(x)
+    return block.mlp.down_proj(kernels.swiglu(gate, up))
+
+
 @torch.inference_mode()
-def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.Tensor:
-    """Logits (num_sequences, vocab) at the last scheduled token of each sequence."""
+def forward(model, cache: PagedKVCache, batch: Batch, projections: list[LayerProjections],
+            offloader=None) -> torch.Tensor:
+    """Logits (num_sequences, vocab) at the last scheduled token of each sequence
+    (``projections``: fused.fuse_model(model))."""
     kernels.set_backend(model.cfg.kernels)
     x = model.embed(batch.tokens)[None]
     virtual = batch.positions < model.cfg.virtual_tokens
@@ -130,8 +137,8 @@ def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.T
     for i, block in enumerate(model.blocks):
         if offloader is not None:
             offloader.before(i)
-        x = x + attention(block.attn, block.attn_norm(x), rotary, cache, i, batch)
-        x = x + block.mlp(block.mlp_norm(x))
+        x = x + attention(block.attn, projections[i], block.attn_norm(x), rotary, cache, i, batch)
+        x = x + mlp(block, projections[i], block.mlp_norm(x))
         if offloader is not None:
             offloader.after(i)
     h = model.norm(x[0, batch.last_rows])

@@ -133,8 +133,9 @@ class PagedKVCache:
         table.num_tokens = len(table.blocks) * self.block_size
         return table.num_tokens
 
-    def append_slots(self, table: BlockTable, n: int) -> torch.Tensor:
-        """Slots for the next ``n`` tokens of the sequence (allocating blocks as needed)."""
+    def append_slots(self, table: BlockTable, n: int) -> list[int]:
+        """Slots for the next ``n`` tokens of the sequence (allocating blocks as needed); a list,
+        so that a step makes one tensor of every sequence's slots rather than one per sequence."""
         if not self.can_fit(table, n):
             raise NoFreeBlocks(f"{self.blocks_needed(table, n)} blocks needed, {self.allocator.num_free} free")
         for _ in range(self.blocks_needed(table, n)):
@@ -142,7 +143,7 @@ class PagedKVCache:
         positions = range(table.num_tokens, table.num_tokens + n)
         table.num_tokens += n
         bs = self.block_size
-        return torch.tensor([table.blocks[p // bs] * bs + p % bs for p in positions], dtype=torch.long)
+        return [table.blocks[p // bs] * bs + p % bs for p in positions]
 
     def register_full_blocks(self, table: BlockTable, tokens: list[int]) -> None:
         """Make the table's newly completed blocks shareable (``tokens``: the sequence so far)."""
