@@ -1,6 +1,7 @@
 """Generation throughput: our engine vs Hugging Face ``generate`` (and llama.cpp), side by side.
 
     python -m benchmarks.generate [--preset cpu_2m] [--new-tokens 64] [--threads 1] [--clients 32]
+    python -m benchmarks.generate --rounds 3 --skip llama.cpp,server,kv     # the batch 1 / 16 rows only
 
 One model (conf/model/<preset>, random weights widened so greedy text is not one repeated
 token) is written as a model directory with its transformers export and a GGUF file. On the
@@ -174,7 +175,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)  # 2 shared cores: more threads only add contention
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: llama.cpp, server, kv")
     args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    if skip - {"llama.cpp", "server", "kv"}:
+        ap.error(f"--skip takes llama.cpp, server, kv; got {args.skip!r}")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model_dir(Path(tmp), args.preset)
@@ -194,10 +199,10 @@ def main(argv=None):
             assert same == len(group), f"batch {batch}: greedy outputs differ on {len(group) - same} prompts"
             tokens = len(group) * n
             rows[batch] = [tokens / t for t in (*t_ours, *t_hf)]  # ours wall, ours CPU, HF wall, HF CPU
-        gguf_row = llama_row(model_dir, Path(tmp), prompts, n, args.rounds, out_ours)
+        gguf_row = None if "llama.cpp" in skip else llama_row(model_dir, Path(tmp), prompts, n, args.rounds, out_ours)
         texts = [tok.decode(x, skip_special_tokens=True) for x in prompts]
-        wall, total = server_throughput(model_dir, texts, n, args.clients)
-        kv = kv_bytes(Engine.from_dir(model_dir), prompts, n)
+        wall, total = (None, None) if "server" in skip else server_throughput(model_dir, texts, n, args.clients)
+        kv = None if "kv" in skip else kv_bytes(Engine.from_dir(model_dir), prompts, n)
         cfg = engine.model.cfg
         floor = theoretical_bytes_per_token(cfg.n_layer, cfg.n_kv_head, cfg.head_dim, torch.float32)
         width = max(len(x) for x in prompts)
@@ -210,10 +215,12 @@ def main(argv=None):
               f"| per CPU-second: ours {a_cpu:8.1f}  HF {b_cpu:8.1f}  ratio {a_cpu / b_cpu:.2f}x")
     if gguf_row:
         print(gguf_row)
-    print(f"server: {args.clients} concurrent streaming clients, {total / wall:.1f} tok/s "
-          f"({total} tokens in {wall:.2f} s; {total / wall / rows[16][0]:.2f}x the offline batch-16 wall rate)")
-    print(f"KV cache: {kv:.0f} bytes per cached token at the batch-16 peak vs minimum {floor} "
-          f"(ratio {kv / floor:.3f}); HF's left-padded cache {hf_kv:.0f} (ratio {hf_kv / floor:.3f})")
+    if wall is not None:
+        print(f"server: {args.clients} concurrent streaming clients, {total / wall:.1f} tok/s "
+              f"({total} tokens in {wall:.2f} s; {total / wall / rows[16][0]:.2f}x the offline batch-16 wall rate)")
+    if kv is not None:
+        print(f"KV cache: {kv:.0f} bytes per cached token at the batch-16 peak vs minimum {floor} "
+              f"(ratio {kv / floor:.3f}); HF's left-padded cache {hf_kv:.0f} (ratio {hf_kv / floor:.3f})")
 
 
 def llama_row(model_dir, tmp, prompts, n, rounds, ours_out) -> str | None:

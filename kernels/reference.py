@@ -74,19 +74,24 @@ def rotary_cos_sin(T: int, D: int, base: float = 10000.0, device=None, dtype=tor
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def _rotate(x, cos, sin):
+def rotary_full_tables(cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (T, D//2) cos/sin tables widened to (T, D) for ``rotate``: [cos, cos] and [-sin, sin]."""
+    c, s = _wide(cos), _wide(sin)
+    return torch.cat((c, c), -1), torch.cat((-s, s), -1)
+
+
+def rotate(x, cos_full, sin_full):
     """x * [cos, cos] + [x2, x1] * [-sin, sin] = cat(x1*cos - x2*sin, x2*cos + x1*sin): the same
     products and sums, bit for bit (values and gradients), in 4 ops instead of 9 (a decode step's
-    rotary is all per-op overhead). ``cos``/``sin`` here are the full-width tables."""
+    rotary is all per-op overhead)."""
     xf = _wide(x)
-    return (xf * cos + xf.roll(x.shape[-1] // 2, -1) * sin).to(x.dtype)
+    return (xf * cos_full + xf.roll(x.shape[-1] // 2, -1) * sin_full).to(x.dtype)
 
 
 def apply_rotary(q, k, cos, sin):
     """HF Llama ``rotate_half``: out = cat(x1*cos - x2*sin, x2*cos + x1*sin)."""
-    c, s = _wide(cos), _wide(sin)
-    cos_full, sin_full = torch.cat((c, c), -1), torch.cat((-s, s), -1)  # shared by q and k
-    return _rotate(q, cos_full, sin_full), _rotate(k, cos_full, sin_full)
+    cos_full, sin_full = rotary_full_tables(cos, sin)  # shared by q and k
+    return rotate(q, cos_full, sin_full), rotate(k, cos_full, sin_full)
 
 
 def swiglu(gate, up):
@@ -199,18 +204,33 @@ def paged_attention(q, k_cache, v_cache, block_tables, context_lens, scale: floa
     context_lens: (N,) int, 1 <= context_lens[i] <= M * block_size. Row i attends to the first
     context_lens[i] cached positions of its sequence. Returns (N, Hq, D).
     """
+    plan = paged_decode_plan(block_tables, context_lens, k_cache.shape[1])
+    return paged_attention_planned(q, k_cache, v_cache, plan, scale)
+
+
+def paged_decode_plan(block_tables, context_lens, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What every layer of one decode step shares: the flat block ids to gather, (N * M,) long,
+    and which gathered positions each row sees, (N, 1, 1, M * block_size) bool. An engine
+    builds it once per step instead of once per layer."""
+    L = block_tables.shape[1] * block_size
+    visible = torch.arange(L, device=block_tables.device)[None, :] < context_lens.to(block_tables.device)[:, None]
+    return block_tables.long().reshape(-1), visible[:, None, None, :]
+
+
+def paged_attention_planned(q, k_cache, v_cache, plan, scale: float | None = None):
+    """``paged_attention`` with its ``paged_decode_plan`` made by the caller."""
     N, Hq, D = q.shape
     _, block_size, Hkv, _ = k_cache.shape
     if Hq % Hkv:
         raise ValueError(f"query heads ({Hq}) must be a multiple of key/value heads ({Hkv})")
-    tables = block_tables.long().reshape(-1)
-    L = block_tables.shape[1] * block_size
-    # index_select, not k_cache[tables]: on CPU advanced indexing is ~10x slower for this copy.
-    k = k_cache.index_select(0, tables).view(N, L, Hkv, D).transpose(1, 2)  # (N, Hkv, L, D)
-    v = v_cache.index_select(0, tables).view(N, L, Hkv, D).transpose(1, 2)
-    visible = torch.arange(L, device=q.device)[None, :] < context_lens.to(q.device)[:, None]
+    blocks, visible = plan
+    L = visible.shape[-1]
+    # One gather of every sequence's blocks into a padded (N, L) tensor, one SDPA under a length
+    # mask. index_select, not k_cache[blocks]: on CPU advanced indexing is ~10x slower for this copy.
+    k = k_cache.index_select(0, blocks).view(N, L, Hkv, D).transpose(1, 2)  # (N, Hkv, L, D)
+    v = v_cache.index_select(0, blocks).view(N, L, Hkv, D).transpose(1, 2)
     # The query heads of a group ride on SDPA's query-length axis: no repeat of K/V for GQA.
     qg = q.reshape(N, Hkv, Hq // Hkv, D)
-    out = F.scaled_dot_product_attention(_wide(qg), _wide(k), _wide(v), attn_mask=visible[:, None, None, :],
+    out = F.scaled_dot_product_attention(_wide(qg), _wide(k), _wide(v), attn_mask=visible.to(q.device),
                                          scale=scale)
     return out.reshape(N, Hq, D).to(q.dtype)

@@ -229,6 +229,8 @@ class Engine:
     def _admit(self) -> list[Sequence]:
         """Waiting sequences that fit (first come, first served), their cached prefixes shared."""
         admitted, budget = [], self.cfg.max_prefill_tokens
+        if not self.waiting:  # the usual decode step: nothing to admit
+            return admitted
         reserve = sum(self.cache.blocks_needed(s.table, 1) for s in self.running)
         while self.waiting and len(self.running) + len(admitted) < self.cfg.max_batch:
             seq = self.waiting[0]

@@ -66,6 +66,7 @@ class Batch:
         self.decode_lens = torch.tensor([s.start + 1 for s in decode], dtype=torch.int32, device=device)
         self.last_rows = torch.tensor([s.row + s.length - 1 for s in self.segments], dtype=torch.long, device=device)
         self.all_decode = not self.prefills
+        self.decode_plan = None  # forward() makes it when the kernels run their PyTorch references
 
 
 def prefill_attention(q, k, v, start: int, cache: PagedKVCache, layer: int, blocks: list[int]):
@@ -84,39 +85,84 @@ def prefill_attention(q, k, v, start: int, cache: PagedKVCache, layer: int, bloc
     return out[0].transpose(0, 1).to(q.dtype)
 
 
-def attention(attn, proj: LayerProjections, x, rotary, cache: PagedKVCache, layer: int, batch: Batch):
-    """The model's Attention module over a batch, keys/values through the paged cache."""
-    N = x.shape[1]
+def runs_references(device: torch.device) -> bool:
+    """Whether ``kernels`` run their PyTorch references here (as kernels.set_backend decides)."""
+    backend = kernels.get_backend()
+    return backend == "torch" or (backend == "auto" and device.type != "cuda")
+
+
+class Rotary:
+    """RoPE at this step's positions, the same for every layer. With the PyTorch references
+    the full-width tables are built once per step and q and k, adjacent columns of the fused
+    projection, turn in one call (4 ops a layer instead of 19: the ops are tiny, their count
+    is the cost); on a GPU the Triton kernel gets q and k as it expects."""
+
+    def __init__(self, model, positions: torch.Tensor, reference: bool):
+        self.cos, self.sin = model.rope_cos[positions], model.rope_sin[positions]  # (N, hd/2)
+        self.reference = reference
+        if reference:
+            cos, sin = kernels.reference.rotary_full_tables(self.cos, self.sin)
+            self.cos_full, self.sin_full = cos[:, None], sin[:, None]  # (N, 1, hd): broadcast over heads
+
+    def __call__(self, q, k):
+        """q (N, Hq, hd), k (N, Hkv, hd) -> rotated, same shapes."""
+        if self.reference:
+            return (kernels.reference.rotate(q, self.cos_full, self.sin_full),
+                    kernels.reference.rotate(k, self.cos_full, self.sin_full))
+        q, k = kernels.apply_rotary(q.transpose(0, 1)[None], k.transpose(0, 1)[None], self.cos, self.sin)
+        return q[0].transpose(0, 1), k[0].transpose(0, 1)
+
+    def joint(self, qk, Hq: int):
+        """qk (N, Hq + Hkv, hd): q's heads then k's, as the fused projection lays them out."""
+        if self.reference:
+            qk = kernels.reference.rotate(qk, self.cos_full, self.sin_full)
+            return qk[:, :Hq], qk[:, Hq:]
+        return self(qk[:, :Hq], qk[:, Hq:])
+
+
+def attention(attn, proj: LayerProjections, x, rotary: Rotary | None, cache: PagedKVCache, layer: int,
+              batch: Batch):
+    """The model's Attention module over a batch (x: (N, d_model)), keys/values through the paged cache."""
+    N = x.shape[0]
     hd = attn.cfg.head_dim
-    q, k, v = proj.qkv(x)
-    q, k, v = q.view(1, N, -1, hd), k.view(1, N, -1, hd), v.view(N, -1, hd)
+    Hkv = cache.k.shape[-2]  # key/value heads of this process (fewer under tensor parallelism)
+    qkv = proj.qkv(x).view(N, -1, hd)
+    Hq = qkv.shape[1] - 2 * Hkv
+    q, k, v = qkv[:, :Hq], qkv[:, Hq:Hq + Hkv], qkv[:, Hq + Hkv:]
     if attn.cfg.qk_norm:
         q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = q.transpose(1, 2), k.transpose(1, 2)  # (1, H, N, hd): tokens on the time axis
-    if rotary is not None:
-        q, k = kernels.apply_rotary(q, k, *rotary)
-    q, k = q[0].transpose(0, 1), k[0].transpose(0, 1)  # (N, H, hd)
-    if attn.cfg.prefix_tokens:  # prefix slots: the model's learned keys and values
+        if rotary is not None:
+            q, k = rotary(q, k)
+    elif rotary is not None:
+        q, k = rotary.joint(qkv[:, :Hq + Hkv], Hq)
+    if attn.cfg.prefix_tokens:  # prefix slots: the model's learned keys and values (k, v: this step's own tensors)
         slot = batch.positions < attn.cfg.prefix_tokens
         k[slot] = attn.prefix_k.transpose(0, 1)[batch.positions[slot]].to(k.dtype)
         v[slot] = attn.prefix_v.transpose(0, 1)[batch.positions[slot]].to(v.dtype)
     cache.write(layer, batch.slots, k, v)
     if batch.all_decode:
-        out = kernels.paged_attention(q, cache.k[layer], cache.v[layer], batch.decode_tables, batch.decode_lens)
+        out = decode_attention(q, cache, layer, batch)
     else:
-        out = torch.empty_like(q)
+        out = q.new_empty(q.shape)
         if len(batch.decode_rows):
-            out[batch.decode_rows] = kernels.paged_attention(q[batch.decode_rows], cache.k[layer], cache.v[layer],
-                                                             batch.decode_tables, batch.decode_lens)
+            out[batch.decode_rows] = decode_attention(q[batch.decode_rows], cache, layer, batch)
         for s in batch.prefills:
             rows = slice(s.row, s.row + s.length)
             out[rows] = prefill_attention(q[rows], k[rows], v[rows], s.start, cache, layer, s.blocks)
-    return attn.o_proj(out.reshape(1, N, -1))
+    return proj.o(out.reshape(N, -1))
 
 
-def mlp(block, proj: LayerProjections, x):
-    gate, up = proj.gate_up(x)
-    return block.mlp.down_proj(kernels.swiglu(gate, up))
+def decode_attention(q, cache: PagedKVCache, layer: int, batch: Batch):
+    """The decoding rows through the paged kernel; with the PyTorch reference, its gather
+    indices and length mask come from the step's plan instead of being rebuilt in every layer."""
+    if batch.decode_plan is not None:
+        return kernels.reference.paged_attention_planned(q, cache.k[layer], cache.v[layer], batch.decode_plan)
+    return kernels.paged_attention(q, cache.k[layer], cache.v[layer], batch.decode_tables, batch.decode_lens)
+
+
+def mlp(proj: LayerProjections, x):
+    gate, up = proj.gate_up(x).chunk(2, dim=-1)
+    return proj.down(kernels.swiglu(gate, up))
 
 
 @torch.inference_mode()
@@ -125,21 +171,25 @@ def forward(model, cache: PagedKVCache, batch: Batch, projections: list[LayerPro
     """Logits (num_sequences, vocab) at the last scheduled token of each sequence
     (``projections``: fused.fuse_model(model))."""
     kernels.set_backend(model.cfg.kernels)
-    x = model.embed(batch.tokens)[None]
+    reference = runs_references(batch.tokens.device)
+    if reference and len(batch.decode_rows):
+        batch.decode_plan = kernels.reference.paged_decode_plan(batch.decode_tables, batch.decode_lens,
+                                                                cache.block_size)
+    x = model.embed(batch.tokens)  # (N, d_model): every scheduled token side by side
     virtual = batch.positions < model.cfg.virtual_tokens
     if model.cfg.virtual_tokens and bool(virtual.any()):  # they open every sequence (Engine.virtual_ids)
-        x[0, virtual] = model.virtual_inputs(1, x.dtype)[0, batch.positions[virtual]]
+        x[virtual] = model.virtual_inputs(1, x.dtype)[0, batch.positions[virtual]]
     rotary = None
     if model.cfg.pos_emb == "rope":
-        rotary = (model.rope_cos[batch.positions], model.rope_sin[batch.positions])
+        rotary = Rotary(model, batch.positions, reference)
     else:
         x = x + model.pos_table[batch.positions].to(x.dtype)
     for i, block in enumerate(model.blocks):
         if offloader is not None:
             offloader.before(i)
         x = x + attention(block.attn, projections[i], block.attn_norm(x), rotary, cache, i, batch)
-        x = x + mlp(block, projections[i], block.mlp_norm(x))
+        x = x + mlp(projections[i], block.mlp_norm(x))
         if offloader is not None:
             offloader.after(i)
-    h = model.norm(x[0, batch.last_rows])
+    h = model.norm(x if batch.all_decode else x[batch.last_rows])  # all decoding: every row is a last one
     return model.lm_head(h).float()
