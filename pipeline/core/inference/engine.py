@@ -26,7 +26,6 @@ from typing import Iterator
 import torch
 
 from pipeline.core.inference.forward import Batch, forward
-from pipeline.core.inference.fused import fuse_model
 from pipeline.core.inference.kv_cache import BlockTable, PagedKVCache
 from pipeline.core.inference.sampling import SamplingParams, sample
 
@@ -45,9 +44,6 @@ class EngineConfig:
     # Device memory for the model's weights in MiB (0 = all on the device); blocks that do not
     # fit stay on the host and are moved in just before use (offload.py).
     device_budget_mb: float = 0.0
-    # q/k/v and gate/up of plain nn.Linear layers as one matmul each (fused.py): 1.3x at batch 16
-    # on CPU, for a copy of those weights. Off under device_budget_mb (the copies would not move).
-    fuse_projections: bool = True
 
     def __post_init__(self):
         for name in ("block_size", "max_batch", "max_prefill_tokens"):
@@ -120,7 +116,6 @@ class Engine:
         self.tokenizer = tokenizer
         self.eos_id = eos_id
         self.offloader = offloader
-        self.projections = fuse_model(self.model, self.cfg.fuse_projections and offloader is None)
         mc = model.cfg
         self.context = mc.max_seq_len
         # A model's virtual tokens (prompt/prefix tuning) open every sequence: placeholder ids
@@ -260,8 +255,7 @@ class Engine:
             todo = seq.tokens_from(start)
             slots = self.cache.append_slots(seq.table, len(todo))
             segments.append((todo, start, seq.table.blocks, slots))
-        logits = forward(self.model, self.cache, Batch.build(segments, self.device), self.projections,
-                         self.offloader)
+        logits = forward(self.model, self.cache, Batch.build(segments, self.device), self.offloader)
         picks = sample(logits, [s.params for s in scheduled], [s.generator for s in scheduled])
         self.stats["steps"] += 1
         self.stats["peak_running"] = max(self.stats["peak_running"], len(scheduled))

@@ -1,7 +1,7 @@
 """One engine step through the model: every scheduled token of every sequence in one pass.
 
-The tokens of all sequences are laid side by side on the time axis of a (1, N, d_model)
-activation, as vLLM lays out a mixed batch: the model's own modules (embedding, norms,
+The tokens of all sequences are laid side by side in one (N, d_model) activation, as vLLM
+lays out a mixed batch: the model's own modules (embedding, norms,
 q/k/v/o projections, MLP, head) run once over all N tokens, whatever mix of new prompts and
 decoding sequences the step holds. Only attention looks at which sequence a token belongs
 to: single-token segments (decoding) go through ``kernels.paged_attention`` on the block
@@ -10,6 +10,12 @@ pool; a prompt segment attends causally to itself, plus any cached shared prefix
 The modules are called, never their weights read, so quantized Linear replacements and
 unmerged LoRA wrappers (peft) run as they are; the head count of a layer is read off its
 projection's output width, so tensor-parallel shards (fewer heads per process) work too.
+
+On the CPU (the kernels' PyTorch references) a decode step of a small model is hundreds of
+tiny ops whose count, not their arithmetic, is the cost; what every layer shares is built
+once per step instead of once per layer: the paged attention's gather indices and length
+mask (``kernels.reference.paged_decode_plan``) and the full-width RoPE tables. The results
+are the same bit for bit (tests/inference compare with Hugging Face ``generate``).
 """
 from __future__ import annotations
 
@@ -19,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from pipeline.core.inference.fused import LayerProjections
 from pipeline.core.inference.kv_cache import PagedKVCache
 
 
@@ -93,9 +98,9 @@ def runs_references(device: torch.device) -> bool:
 
 class Rotary:
     """RoPE at this step's positions, the same for every layer. With the PyTorch references
-    the full-width tables are built once per step and q and k, adjacent columns of the fused
-    projection, turn in one call (4 ops a layer instead of 19: the ops are tiny, their count
-    is the cost); on a GPU the Triton kernel gets q and k as it expects."""
+    the full-width tables are built once per step, not once per layer (4 ops per tensor a
+    layer instead of 9, plus 3 for the tables); on a GPU the Triton kernel gets q and k laid
+    out as it expects."""
 
     def __init__(self, model, positions: torch.Tensor, reference: bool):
         self.cos, self.sin = model.rope_cos[positions], model.rope_sin[positions]  # (N, hd/2)
@@ -112,30 +117,19 @@ class Rotary:
         q, k = kernels.apply_rotary(q.transpose(0, 1)[None], k.transpose(0, 1)[None], self.cos, self.sin)
         return q[0].transpose(0, 1), k[0].transpose(0, 1)
 
-    def joint(self, qk, Hq: int):
-        """qk (N, Hq + Hkv, hd): q's heads then k's, as the fused projection lays them out."""
-        if self.reference:
-            qk = kernels.reference.rotate(qk, self.cos_full, self.sin_full)
-            return qk[:, :Hq], qk[:, Hq:]
-        return self(qk[:, :Hq], qk[:, Hq:])
 
-
-def attention(attn, proj: LayerProjections, x, rotary: Rotary | None, cache: PagedKVCache, layer: int,
-              batch: Batch):
+def attention(attn, x, rotary: Rotary | None, cache: PagedKVCache, layer: int, batch: Batch):
     """The model's Attention module over a batch (x: (N, d_model)), keys/values through the paged cache."""
     N = x.shape[0]
     hd = attn.cfg.head_dim
-    Hkv = cache.k.shape[-2]  # key/value heads of this process (fewer under tensor parallelism)
-    qkv = proj.qkv(x).view(N, -1, hd)
-    Hq = qkv.shape[1] - 2 * Hkv
-    q, k, v = qkv[:, :Hq], qkv[:, Hq:Hq + Hkv], qkv[:, Hq + Hkv:]
+    q = attn.q_proj(x).view(N, -1, hd)
+    k = attn.k_proj(x).view(N, -1, hd)
+    v = attn.v_proj(x).view(N, -1, hd)
     if attn.cfg.qk_norm:
         q, k = attn.q_norm(q), attn.k_norm(k)
-        if rotary is not None:
-            q, k = rotary(q, k)
-    elif rotary is not None:
-        q, k = rotary.joint(qkv[:, :Hq + Hkv], Hq)
-    if attn.cfg.prefix_tokens:  # prefix slots: the model's learned keys and values (k, v: this step's own tensors)
+    if rotary is not None:
+        q, k = rotary(q, k)
+    if attn.cfg.prefix_tokens:  # prefix slots: the model's learned keys and values
         slot = batch.positions < attn.cfg.prefix_tokens
         k[slot] = attn.prefix_k.transpose(0, 1)[batch.positions[slot]].to(k.dtype)
         v[slot] = attn.prefix_v.transpose(0, 1)[batch.positions[slot]].to(v.dtype)
@@ -149,7 +143,7 @@ def attention(attn, proj: LayerProjections, x, rotary: Rotary | None, cache: Pag
         for s in batch.prefills:
             rows = slice(s.row, s.row + s.length)
             out[rows] = prefill_attention(q[rows], k[rows], v[rows], s.start, cache, layer, s.blocks)
-    return proj.o(out.reshape(N, -1))
+    return attn.o_proj(out.reshape(N, -1))
 
 
 def decode_attention(q, cache: PagedKVCache, layer: int, batch: Batch):
@@ -160,16 +154,9 @@ def decode_attention(q, cache: PagedKVCache, layer: int, batch: Batch):
     return kernels.paged_attention(q, cache.k[layer], cache.v[layer], batch.decode_tables, batch.decode_lens)
 
 
-def mlp(proj: LayerProjections, x):
-    gate, up = proj.gate_up(x).chunk(2, dim=-1)
-    return proj.down(kernels.swiglu(gate, up))
-
-
 @torch.inference_mode()
-def forward(model, cache: PagedKVCache, batch: Batch, projections: list[LayerProjections],
-            offloader=None) -> torch.Tensor:
-    """Logits (num_sequences, vocab) at the last scheduled token of each sequence
-    (``projections``: fused.fuse_model(model))."""
+def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.Tensor:
+    """Logits (num_sequences, vocab) at the last scheduled token of each sequence."""
     kernels.set_backend(model.cfg.kernels)
     reference = runs_references(batch.tokens.device)
     if reference and len(batch.decode_rows):
@@ -187,8 +174,8 @@ def forward(model, cache: PagedKVCache, batch: Batch, projections: list[LayerPro
     for i, block in enumerate(model.blocks):
         if offloader is not None:
             offloader.before(i)
-        x = x + attention(block.attn, projections[i], block.attn_norm(x), rotary, cache, i, batch)
-        x = x + mlp(projections[i], block.mlp_norm(x))
+        x = x + attention(block.attn, block.attn_norm(x), rotary, cache, i, batch)
+        x = x + block.mlp(block.mlp_norm(x))
         if offloader is not None:
             offloader.after(i)
     h = model.norm(x if batch.all_decode else x[batch.last_rows])  # all decoding: every row is a last one

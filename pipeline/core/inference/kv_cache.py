@@ -98,6 +98,10 @@ class PagedKVCache:
         shape = (n_layer, num_blocks, block_size, n_kv_head, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # Per-layer (slots, n_kv_head, head_dim) views made once: a decode step writes every layer,
+        # and slicing and reshaping there again each time is a few more tiny ops per layer.
+        self._k_slots = [t.view(-1, n_kv_head, head_dim) for t in self.k]
+        self._v_slots = [t.view(-1, n_kv_head, head_dim) for t in self.v]
         self.block_size, self.num_blocks = block_size, num_blocks
         self.allocator = BlockAllocator(num_blocks)
         self.prefix_sharing = prefix_sharing
@@ -163,9 +167,9 @@ class PagedKVCache:
 
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store keys/values (N, n_kv_head, head_dim) of N tokens at their slots."""
-        _, _, _, h, d = self.k.shape
-        self.k[layer].view(-1, h, d).index_copy_(0, slots, k.to(self.k.dtype))
-        self.v[layer].view(-1, h, d).index_copy_(0, slots, v.to(self.v.dtype))
+        dtype = self.k.dtype
+        self._k_slots[layer].index_copy_(0, slots, k if k.dtype == dtype else k.to(dtype))
+        self._v_slots[layer].index_copy_(0, slots, v if v.dtype == dtype else v.to(dtype))
 
     def gather(self, layer: int, blocks: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``length`` keys and values of a sequence, contiguous (length, n_kv_head, head_dim)."""
