@@ -12,3 +12,17 @@ def test_the_generation_benchmark_runs_and_prints_its_ratios(capsys):
     for line in ("batch  1: ours", "batch 16: ours", "server: 2 concurrent streaming clients", "KV cache:"):
         assert line in out and "ratio" in out
     assert "llama.cpp (GGUF f32) batch 1:" in out
+
+
+@pytest.mark.slow  # builds the benchmark's model and its HF export: ~15 s on 2 cores
+def test_the_benchmark_leaves_out_the_rows_named_in_skip(capsys):
+    generate.main(["--new-tokens", "2", "--rounds", "1", "--skip", "llama.cpp,server,kv"])
+    out = capsys.readouterr().out
+    assert "batch  1: ours" in out and "batch 16: ours" in out
+    assert "llama.cpp" not in out and "server:" not in out and "KV cache:" not in out
+
+
+def test_an_unknown_row_to_skip_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        generate.main(["--skip", "gpu"])
+    assert "--skip takes llama.cpp, server, kv" in capsys.readouterr().err

@@ -147,6 +147,30 @@ def test_streamed_text_adds_up_to_the_completion(tok, model_dir):
     assert all("\ufffd" not in d.text or whole.text.count("\ufffd") for d in deltas)
 
 
+class CountingDecodes:
+    """A tokenizer that counts its decode calls (the Rust object's methods cannot be patched)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.decodes = tokenizer, 0
+
+    def decode(self, *args, **kwargs):
+        self.decodes += 1
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_generate_decodes_its_text_once_and_it_equals_the_streamed_text(tok, model_dir):
+    engine = Engine.from_dir(model_dir)
+    params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
+    engine.tokenizer = counting = CountingDecodes(engine.tokenizer)
+    whole = engine.generate([PROMPTS[0]], params)[0]
+    assert counting.decodes == 1  # not once per step: nobody reads generate()'s text before the end
+    streamed = "".join(d.text for d in engine.stream(PROMPTS[0], params))
+    assert whole.text and whole.text == streamed == tok.decode(whole.token_ids, skip_special_tokens=True)
+
+
 def test_a_seed_fixes_the_sample_whatever_else_is_in_the_batch(tok):
     engine = Engine(random_model(), tok)
     params = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=11, ignore_eos=True)
