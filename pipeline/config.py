@@ -65,16 +65,33 @@ def _register() -> None:
     ConfigStore.instance().store(name="lmdag_schema", node=root_schema())
 
 
-def normalize_overrides(overrides: list[str], stage: str | None = None) -> list[str]:
-    """Let ``python -m pipeline filter min_words=3`` mean ``filter.min_words=3``."""
+def normalize_overrides(overrides: list[str], stage: Optional[str] = None) -> list[str]:
+    """Let ``python -m pipeline filter min_words=3`` mean ``filter.min_words=3``, and
+    ``python -m pipeline finetune train.steps=9`` mean the stage's own ``finetune.train.steps``
+    (a root group of the same name is pretraining's: the override would change nothing here)."""
     if stage is None:
         return list(overrides)
     top = {f.name for f in dataclasses.fields(root_schema())} | {"experiment"}
+    own = _own_groups(stage)
     out = []
     for o in overrides:
         head = o.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
-        out.append(o if head in top else f"{stage}.{o}")
+        out.append(o if head in top and head not in own else f"{stage}.{o}")
     return out
+
+
+def _own_groups(stage: str) -> set:
+    """The stage's config fields that share a root group's name (``train``, ``model``) but are
+    not read from it: pretrain's DAG entry takes ``${model}`` and ``${train}``, finetune's
+    ``train`` is its own."""
+    import yaml
+
+    from pipeline.stage import stage_module
+
+    fields = {f.name for f in dataclasses.fields(stage_module(stage).Config)}
+    entry = (yaml.safe_load((CONF_DIR / "dag" / "default.yaml").read_text()) or {}).get(stage) or {}
+    from_root = {k for k, v in (entry.get("config") or {}).items() if v == "${%s}" % k}
+    return fields - from_root
 
 
 def valid_keys(full_key: str) -> list[str]:

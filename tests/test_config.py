@@ -51,3 +51,14 @@ def test_experiment_changes_only_what_it_sets():
 def test_stage_relative_overrides():
     assert normalize_overrides(["max_docs_per_source=3", "seed=1", "collect.shard_docs=2"], "collect") == [
         "collect.max_docs_per_source=3", "seed=1", "collect.shard_docs=2"]
+
+
+def test_a_stage_own_train_group_takes_train_overrides():
+    """`python -m pipeline finetune train.steps=9` sets finetune's own training config; the root
+    `train` group is pretraining's (its DAG entry reads ${train}), so there it stays."""
+    from pipeline.config import normalize_overrides
+
+    assert normalize_overrides(["train.steps=9", "model.n_layer=2"], "finetune") == [
+        "finetune.train.steps=9", "model.n_layer=2"]
+    assert normalize_overrides(["train.steps=9", "compile=false"], "compress")[0] == "compress.train.steps=9"
+    assert normalize_overrides(["train.steps=9", "model.n_layer=2"], "pretrain") == ["train.steps=9", "model.n_layer=2"]
