@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 import kernels
 from pipeline.model.config import Config
-from pipeline.model.transformer import MLP, RMSNorm
+from pipeline.model.transformer import MLP, RMSNorm, sample_next
 
 # T5's bucket layout (every released T5 checkpoint): 32 buckets, log-spaced up to 128 tokens.
 NUM_BUCKETS, MAX_DISTANCE = 32, 128
@@ -218,14 +218,7 @@ class EncoderDecoder(nn.Module):
         out = torch.full((enc_idx.shape[0], 1), start_id, dtype=torch.long, device=enc_idx.device)
         for _ in range(min(max_new_tokens, self.cfg.max_seq_len - 1)):
             logits = self.lm_head(self.decode(out, memory, enc_mask)[:, -1]).float()
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            nxt = sample_next(logits, temperature, top_k, generator)
             out = torch.cat((out, nxt), dim=1)
             if eos_id is not None and bool((nxt == eos_id).all()):
                 break

@@ -238,15 +238,20 @@ class Transformer(nn.Module):
         for _ in range(max_new_tokens):
             ctx = idx[:, -self.cfg.max_seq_len:]
             logits = self.lm_head(self.hidden_states(ctx)[:, -1, :]).float()
-            if temperature == 0:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            nxt = sample_next(logits, temperature, top_k, generator)
             idx = torch.cat((idx, nxt), dim=1)
             if eos_id is not None and bool((nxt == eos_id).all()):
                 break
         return idx
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, generator=None) -> torch.Tensor:
+    """Next tokens (B, 1) from last-position logits (B, V): argmax at temperature 0, else a draw
+    from the top-k of the tempered distribution."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
