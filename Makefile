@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 CORES ?= all
 EXPERIMENT ?=
 SWEEP ?=
-# workflow/profiles/NAME: local, or slurm (jobs through sbatch; see the README's "Run on a cluster")
+# workflow/profiles/NAME: local, or slurm (sbatch jobs: the README's "Run on a cluster")
 PROFILE ?= local
 SNAKE_CONFIG := $(if $(EXPERIMENT),experiment=$(EXPERIMENT)) $(if $(SWEEP),sweep=$(SWEEP))
 
