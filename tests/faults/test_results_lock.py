@@ -35,11 +35,10 @@ def test_a_second_run_on_the_same_results_is_refused(tmp_path):
         os.kill(holder.pid, signal.SIGKILL)  # the way a run dies worst: no cleanup
         holder.wait()
     time.sleep(0.1)
-    from workflow.lock import ResultsInUse, hold, release
+    from workflow.lock import hold, release
 
     hold(results)  # the killed holder's lock went with its process
     release(results)
-    assert ResultsInUse  # the refusal is a named error a caller can catch
 
 
 def test_a_config_key_snakemake_would_ignore_is_refused(tmp_path):
