@@ -20,7 +20,7 @@ from types import ModuleType
 
 from omegaconf import OmegaConf
 
-from pipeline.core.errors import StageError, write_error
+from pipeline.core.errors import StageError, writes_to
 from pipeline.core.publish import atomic_dir
 from pipeline.core.step import typed_config
 
@@ -98,16 +98,7 @@ def execute(stage: str, config: dict, inputs: dict[str, Path], out: Path, key: s
         if not Path(path).exists():
             raise StageError(f"{step or stage}: input {role!r} at {path} does not exist")
     cfg = typed_config(module.Config, config)
-    try:
-        return _run_published(module, stage, cfg, config, inputs, out, key, step, input_refs, source, extra_log)
-    except OSError as err:
-        if (clear := write_error(err, out)) is None:
-            raise
-        raise StageError(f"{step or stage}: {clear}") from err
-
-
-def _run_published(module, stage, cfg, config, inputs, out, key, step, input_refs, source, extra_log) -> dict:
-    with atomic_dir(out) as tmp:
+    with writes_to(out, step or stage), atomic_dir(out) as tmp:
         log, handlers = _start_log(tmp, step or stage, extra_log)
         started = time.time()
         try:

@@ -1,5 +1,6 @@
 """The one exception type a user sees as ``lmdag error: ...``: its message names the file,
 line, record or config key at fault and says what to do."""
+import contextlib
 import errno
 
 
@@ -22,3 +23,14 @@ def write_error(err: OSError, where=None) -> StageError | None:
     why = "a file is in the way where a directory must be" if err.errno in (errno.EEXIST, errno.ENOTDIR) else err.strerror
     return StageError(f"cannot write {where}: {why}. Free space there, or point out=/results_dir "
                       f"at a writable directory; nothing was published (a finished step has its stats.json)")
+
+
+@contextlib.contextmanager
+def writes_to(where, name: str):
+    """``with writes_to(out, step):`` an OSError of writing inside becomes write_error's StageError."""
+    try:
+        yield
+    except OSError as err:
+        if (clear := write_error(err, where)) is None:
+            raise
+        raise StageError(f"{name}: {clear}") from err
