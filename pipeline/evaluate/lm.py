@@ -212,20 +212,28 @@ class CausalLM:
     @torch.no_grad()
     def generate_until(self, requests):
         """Greedy decoding, stopped at the first stop string (EOS included, as lm-eval adds it)."""
-        out = []
         eos_text = self.tok.token_text(self.tok.eos_id) if self.tok.eos_id is not None else None
-        for context, kwargs in tqdm(requests, desc="generate", disable=None, leave=False):
+        jobs = []
+        for context, kwargs in requests:
             kwargs = dict(kwargs or {})
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             if eos_text and eos_text not in until:
                 until.append(eos_text)
-            text = self.tok.decode(self._greedy(context, until, int(kwargs.get("max_gen_toks", self.max_gen_toks))))
-            for s in until:
-                if s:
-                    text = text.split(s)[0]
-            out.append(text)
-        return out
+            jobs.append((context, until, int(kwargs.get("max_gen_toks", self.max_gen_toks))))
+        return [self.cut_at_stops(new, until) for new, (_, until, _) in zip(self.greedy_all(jobs), jobs)]
+
+    def greedy_all(self, jobs: list[tuple[str, list[str], int]]) -> list[list[int]]:
+        """New token ids for each (context, stop strings, max new tokens): one request at a
+        time, a full forward per token (any model; engine_lm.EngineLM batches native ones)."""
+        return [self._greedy(c, until, n) for c, until, n in tqdm(jobs, desc="generate", disable=None, leave=False)]
+
+    def cut_at_stops(self, new: list[int], until: list[str]) -> str:
+        text = self.tok.decode(new)
+        for s in until:
+            if s:
+                text = text.split(s)[0]
+        return text
 
     def _context_ids(self, context: str, max_new: int) -> list[int]:
         return self.tok.encode(context)[-(self.max_length - max_new):]
@@ -249,6 +257,7 @@ class CausalLM:
             if any(s and s in self.tok.decode(new) for s in until):
                 break
         return new
+
 
 class Seq2SeqLM(CausalLM):
     """An encoder-decoder behind the same interface: ``forward(enc_ids, enc_mask, dec_ids) ->

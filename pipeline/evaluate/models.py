@@ -3,7 +3,8 @@
 Two ways in, same interface (``lm.CausalLM``, or ``lm.Seq2SeqLM`` for an encoder-decoder):
 
     native  our ``pipeline.model.Transformer`` (or ``EncoderDecoder``) from ``model.safetensors``
-            + its config, called directly (no conversion, the fast path)
+            + its config, called directly (no conversion, the fast path); a causal decoder
+            generates through the inference engine (engine_lm.py)
     hf      a transformers ``AutoModelForCausalLM`` directory (``hf/`` inside a pretrain stage
             directory, or any exported/fine-tuned/compressed model), or an
             ``AutoModelForSeq2SeqLM`` one (T5) when its config says ``is_encoder_decoder``
@@ -76,8 +77,11 @@ def load_native(path: Path, batch_size: int = 16, device: str = "cpu", max_lengt
             raise StageError(f"{path}: an encoder-decoder needs the pad id (its decoder start) in {TOKENIZER_META}")
         return Seq2SeqLM(lambda enc, mask, dec: model(enc, dec, enc_mask=mask)[0], tok, length, ids["pad"],
                          batch_size=batch_size, device=device)
-    return CausalLM(logits_fn(model), tok, length, batch_size=batch_size, device=device,
-                    prefix_context=model.cfg.attention == "prefix")
+    if model.cfg.attention == "prefix":  # its contexts are bidirectional prefixes: the engine's are causal
+        return CausalLM(logits_fn(model), tok, length, batch_size=batch_size, device=device, prefix_context=True)
+    from pipeline.evaluate.engine_lm import EngineLM
+
+    return EngineLM(model, tok, length, batch_size=batch_size, device=device)
 
 
 def load_lm(path: Path, source: str = "auto", batch_size: int = 16, device: str = "cpu", max_length: int = 0) -> tuple[CausalLM, str]:
