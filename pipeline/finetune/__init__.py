@@ -106,6 +106,10 @@ class Config:
     heldout_examples: int = 50  # held-out problems per task scored before and after (0 = skip)
     packing: bool = False  # concatenate examples into full rows instead of padding each batch
     virtual_tokens: int = 16  # method=prompt|prefix: learned virtual tokens before every conversation
+    # method=lora|prompt|prefix: also train the embedding rows (tied with the head) of the special
+    # tokens the chat template writes. A base that never saw a chat has random rows there and no
+    # way to predict the end-of-turn marker, so without them its replies never stop.
+    train_chat_tokens: bool = True
     seed: int = 1234
     train: TrainConfig = field(default_factory=_train_defaults)
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -16,7 +16,8 @@ from pipeline.core.train import metrics
 from pipeline.core.train.loop import Trained, publish_run_files, throughput
 from pipeline.finetune import batches as B
 from pipeline.finetune import losses, replies
-from pipeline.finetune.models import (ADAPTER_DIR, RewardModel, lora_wrap, save_reward, save_virtual_adapter,
+from pipeline.finetune.models import (ADAPTER_DIR, RewardModel, chat_token_ids, lora_wrap, merge_token_rows,
+                                     save_reward, save_token_rows, save_virtual_adapter, train_token_rows,
                                      virtual_config)
 
 
@@ -101,6 +102,7 @@ def write_model(ctx, run: Trained, out: Path):
     from pipeline.model.io import save_model_dir
 
     method, tokenizer, meta = ctx.cfg.method, ctx.model_dir / "tokenizer.json", _meta(ctx)
+    token_rows = chat_token_ids(ctx.tok) if run.stats.get("trained_token_rows") else []
     if method == "reward":
         backbone = copy.deepcopy(ctx.base).cpu()
         save_reward(out, run.weights, backbone, tokenizer, meta, ctx.log)
@@ -110,14 +112,21 @@ def write_model(ctx, run: Trained, out: Path):
         from pipeline.model.transformer import Transformer
 
         tuned = Transformer(virtual_config(ctx.base.cfg, method, ctx.cfg.virtual_tokens))
+        if token_rows:
+            train_token_rows(tuned, token_rows)
         tuned.load_state_dict(run.weights)
+        merge_token_rows(tuned)  # the adapter's base/ carries the trained rows
         save_model_dir(out, tuned, tokenizer, meta, hf=False, log=ctx.log)  # transformers has no virtual tokens
         save_virtual_adapter(out, tuned, tokenizer)
     elif method == "lora":
         wrapped = lora_wrap(copy.deepcopy(ctx.base).cpu(), ctx.cfg.lora)
+        if token_rows:
+            train_token_rows(wrapped, token_rows)
         wrapped.load_state_dict(run.weights)
         wrapped.save_pretrained(str(out / ADAPTER_DIR))  # the unmerged adapter (peft's format)
-        tuned = wrapped.merge_and_unload()
+        if token_rows:
+            save_token_rows(wrapped, out / ADAPTER_DIR)
+        tuned = merge_token_rows(wrapped).merge_and_unload()
         save_model_dir(out, tuned, tokenizer, meta, log=ctx.log)
     else:
         tuned = copy.deepcopy(ctx.base).cpu()

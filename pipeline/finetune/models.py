@@ -5,6 +5,10 @@
                                             or a prefix of keys/values in every layer), all else frozen
     save_virtual_adapter(out, model, ...)   the same as a peft prompt/prefix-tuning adapter over the
                                             base's transformers export
+    train_token_rows(model, ids)            the embedding rows (and the tied head's) of a few tokens trained
+                                            as a delta, the rest frozen; merge_token_rows(model) folds it in
+    save_token_rows(model, dir) / load_token_rows(base, dir)   those rows beside a LoRA adapter: the
+                                            adapter applies to the base with them
     RewardModel(model)                      a scalar head on the final hidden state
     save_reward(out, rm) / load_reward(dir) a reward model directory: the backbone's model directory
                                             plus reward_head.safetensors
@@ -17,11 +21,13 @@ import dataclasses
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 import kernels
 from pipeline.core.errors import StageError
 
 REWARD_HEAD = "reward_head.safetensors"
+TOKEN_ROWS = "token_rows.safetensors"  # beside a LoRA adapter: the token rows trained with it
 ADAPTER_DIR = "adapter"
 ADAPTER_BASE = "base"  # adapter/base/: the frozen model's transformers export, under a prompt/prefix adapter
 VIRTUAL_PARAMS = ("prompt", "prefix_k", "prefix_v")
@@ -40,6 +46,92 @@ def lora_wrap(model: nn.Module, lcfg):
     config = LoraConfig(r=lcfg.rank, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
                         target_modules=list(lcfg.target_modules), bias="none")
     return get_peft_model(model, config)
+
+
+def chat_token_ids(tok) -> list[int]:
+    """The special tokens the chat template writes (bos and the role and end-of-turn markers): a
+    base model that never saw a chat has random embedding rows there, and, with the head tied to
+    the embedding, no way to predict the end-of-turn marker, so it never stops."""
+    probe = [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
+    from pipeline.core import chat
+
+    ids, _ = chat.encode_chat(tok, probe)
+    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    return sorted({i for i in ids if i in special})
+
+
+class TokenRows(nn.Module):
+    """A parametrization of an embedding (or output head) weight: the frozen weight plus a learned
+    delta on a few rows, so only those rows train (peft's trainable_token_indices, with the
+    delta shared by a tied embedding and head: both read the same rows)."""
+
+    def __init__(self, ids: list[int], width: int):
+        super().__init__()
+        self.register_buffer("ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self.delta = nn.Parameter(torch.zeros(len(ids), width))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.index_add(0, self.ids.to(weight.device), self.delta.to(weight.dtype))
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft: our Transformer
+
+
+def train_token_rows(model: nn.Module, ids: list[int]) -> nn.Module:
+    """Train the rows ``ids`` of ``model``'s token embedding and output head on top of whatever
+    else trains (one delta when they are tied, one each when not); every other row stays frozen."""
+    inner = _inner(model)
+    tied = inner.lm_head.weight is inner.embed.weight
+    width, device = inner.embed.weight.shape[1], inner.embed.weight.device
+    rows = TokenRows(ids, width).to(device)
+    for layer in (inner.embed, inner.lm_head):
+        layer.weight.requires_grad_(False)
+        parametrize.register_parametrization(layer, "weight", rows if tied else TokenRows(ids, width).to(device))
+    return model
+
+
+def merge_token_rows(model: nn.Module) -> nn.Module:
+    """Fold the learned rows into plain weights, tied again where they were."""
+    inner = _inner(model)
+    layers = [m for m in (inner.embed, inner.lm_head) if parametrize.is_parametrized(m, "weight")]
+    with torch.no_grad():
+        merged = [m.weight.detach().clone() for m in layers]
+        # Not leave_parametrized=True: it writes into the original in place, which a tied head
+        # shares, so the second layer would add the delta again.
+        for m in layers:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+        for m, w in zip(layers, merged):
+            m.weight.copy_(w)
+    return model
+
+
+def save_token_rows(model: nn.Module, folder: Path) -> None:
+    from pipeline.model.io import save_weights
+
+    inner = _inner(model)
+    embed, head = inner.embed.parametrizations.weight[0], inner.lm_head.parametrizations.weight[0]
+    state = {"ids": embed.ids.cpu(), "embed": embed.delta.detach().cpu().clone()}
+    if head is not embed:
+        state["lm_head"] = head.delta.detach().cpu().clone()
+    save_weights(state, Path(folder) / TOKEN_ROWS)
+
+
+def load_token_rows(model: nn.Module, folder: Path) -> nn.Module:
+    """``model`` (the base of a LoRA adapter) with the token rows trained beside the adapter in
+    ``folder``, merged: ``PeftModel.from_pretrained(load_token_rows(base, dir), dir)`` is the model trained."""
+    from pipeline.model.io import load_weights
+
+    path = Path(folder) / TOKEN_ROWS
+    if not path.is_file():
+        return model  # trained with finetune.train_chat_tokens=false: the adapter alone
+    state = load_weights(path)
+    train_token_rows(model, state["ids"].tolist())
+    with torch.no_grad():
+        model.embed.parametrizations.weight[0].delta.copy_(state["embed"])
+        if "lm_head" in state:
+            model.lm_head.parametrizations.weight[0].delta.copy_(state["lm_head"])
+    return merge_token_rows(model)
 
 
 # What the virtual tokens of method=prompt|prefix start as: the model reading this text.

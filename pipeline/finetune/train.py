@@ -20,7 +20,10 @@ from pipeline.core.tasks import safety
 from pipeline.core.train.loop import Job, fit, session, to_device
 from pipeline.finetune import batches as B
 from pipeline.finetune import data, losses, replies
-from pipeline.finetune.models import RewardModel, lora_wrap, virtual_init_ids, virtual_model
+from pipeline.finetune.models import (RewardModel, chat_token_ids, lora_wrap, train_token_rows, virtual_init_ids,
+                                     virtual_model)
+
+ADAPTER_METHODS = ("lora", "prompt", "prefix")  # the methods that freeze the model's weights
 
 
 @dataclass
@@ -133,6 +136,9 @@ def supervised_job(ctx: Context) -> Job:
         model = virtual_model(ctx.base, cfg.method, cfg.virtual_tokens, virtual_init_ids(ctx.tok))
     elif cfg.method == "sft":
         model = copy.deepcopy(ctx.base)
+    token_rows = chat_token_ids(ctx.tok) if cfg.method in ADAPTER_METHODS and cfg.train_chat_tokens else []
+    if token_rows:
+        train_token_rows(model, token_rows)
     collate = lambda r: B.collate(r, ctx.pad_id)  # noqa: E731
     return Job(name=f"finetune {cfg.method}", model=model, loss=losses.sft_loss,
                batches=B.StepBatches(rows, ctx.tc, ctx.rank, cfg.seed, collate),
@@ -140,7 +146,7 @@ def supervised_job(ctx: Context) -> Job:
                finish=lambda run: finish.publish(ctx, run),
                tokens_per_step=round(ctx.tc.global_batch() * mean_length(rows)),
                flops_per_token=ctx.base.flops_per_token(ctx.seq_len),
-               stats={"train_rows": len(rows), "train_examples": n_train})
+               stats={"train_rows": len(rows), "train_examples": n_train, "trained_token_rows": len(token_rows)})
 
 
 # -- preferences: dpo, reward ---------------------------------------------------------------

@@ -47,12 +47,16 @@ def test_hf_generate_on_the_export_gives_our_greedy_reply_and_stops_at_end_of_tu
 def test_lora_merged_model_gives_the_logits_of_base_plus_adapter(base_dir, tmp_path):
     from peft import PeftModel
 
+    from pipeline.finetune.models import load_token_rows
+
     out = tmp_path / "lora"
     # lr high enough that the adapter moves the logits visibly
     run_finetune(base_dir, out, method="lora", lora={"rank": 4}, train={"steps": 4, "lr": 0.05})
     x = torch.randint(8, 400, (2, 20))
     base = load_model(base_dir)
-    with_adapter = PeftModel.from_pretrained(load_model(base_dir), str(out / "adapter")).eval()
+    # the adapter applies to the base with the chat-token rows trained beside it
+    with_adapter = PeftModel.from_pretrained(load_token_rows(load_model(base_dir), out / "adapter"),
+                                             str(out / "adapter")).eval()
     merged = load_model(out)
     with torch.no_grad():
         a, m, b = with_adapter(x)[0], merged(x)[0], base(x)[0]

@@ -56,14 +56,21 @@ def test_only_the_virtual_tokens_train_and_the_saved_model_reloads_and_equals_pe
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from pipeline.core import chat
+    from pipeline.finetune.models import chat_token_ids
+
     out = tmp_path / method
     stats = run_finetune(base_dir, out, method=method, virtual_tokens=4, tasks=["uppercase"],
                          train={"steps": 4, "lr": 0.05})
     base, tuned = load_model(base_dir), load_model(out)
     assert getattr(tuned.cfg, f"{method}_tokens") == 4
-    assert stats["trainable_params"] == VIRTUAL[method](base.cfg, 4)
+    rows = chat_token_ids(chat.hf_tokenizer(base_dir))  # bos and the chat markers train beside them
+    assert stats["trainable_params"] == VIRTUAL[method](base.cfg, 4) + len(rows) * base.cfg.d_model
     frozen = {k: v for k, v in tuned.state_dict().items() if k in base.state_dict()}
-    assert len(frozen) == len(base.state_dict()) and all(torch.equal(v, base.state_dict()[k]) for k, v in frozen.items())
+    assert len(frozen) == len(base.state_dict())
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in frozen.items() if k not in ("embed.weight", "lm_head.weight"))
+    changed = (tuned.embed.weight != base.embed.weight).any(-1).nonzero().flatten().tolist()
+    assert changed and set(changed) <= set(rows) and tuned.lm_head.weight is tuned.embed.weight
     assert not (out / "hf").exists() and (out / "adapter" / "adapter_config.json").is_file()
 
     x = torch.randint(8, 400, (2, 20))
