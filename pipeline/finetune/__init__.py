@@ -74,6 +74,9 @@ class LoraConfig:
 @dataclass
 class DpoConfig:
     beta: float = 0.1  # strength of the pull towards the reference (DPO paper, TRL's default)
+    # Weight of the chosen replies' token NLL added to the loss (RPO; TRL's rpo_alpha, None/0 = off):
+    # keeps DPO from lowering the chosen replies' likelihood with the rejected ones'.
+    rpo_alpha: float = 0.0
 
 
 @dataclass
@@ -134,6 +137,8 @@ class Config:
             problems.append(f"finetune.rl.group_size must be >= 2 (the baseline is the group mean), got {self.rl.group_size}")
         if not 0 <= self.safety.mix < 1:
             problems.append(f"finetune.safety.mix must be in [0, 1), got {self.safety.mix}")
+        if self.dpo.rpo_alpha < 0:
+            problems.append(f"finetune.dpo.rpo_alpha must be >= 0, got {self.dpo.rpo_alpha}")
         if self.dpo.beta <= 0:
             problems.append(f"finetune.dpo.beta must be > 0, got {self.dpo.beta}")
         if self.method in ("prompt", "prefix") and self.virtual_tokens < 1:

@@ -5,7 +5,8 @@
     dpo       -log sigmoid(beta * ((log pi(c) - log pi(r)) - (log ref(c) - log ref(r)))), log-probs
               summed over each completion's tokens (Rafailov et al. 2023; TRL's sigmoid loss);
               metrics as TRL names them: rewards/chosen, rewards/rejected, rewards/accuracies,
-              rewards/margins (reward = beta * (log pi - log ref))
+              rewards/margins (reward = beta * (log pi - log ref)); rpo_alpha adds the chosen
+              replies' token NLL (RPO)
     reward    Bradley-Terry: -log sigmoid(r(chosen) - r(rejected)) (InstructGPT's reward model)
     grpo      -sum(advantage * log pi(token)) / scored tokens over sampled replies (nanochat's
               chat_rl: on-policy, one update per sample, so no ratio or clipping is needed)
@@ -41,19 +42,30 @@ def dpo_terms(policy_c, policy_r, ref_c, ref_r, beta: float):
     return -F.logsigmoid(beta * logits), beta * (policy_c - ref_c).detach(), beta * (policy_r - ref_r).detach()
 
 
-def dpo_loss(reference, beta: float):
+def dpo_loss(reference, beta: float, rpo_alpha: float = 0.0):
     """The DPO objective against a frozen ``reference``; a micro-batch is (inputs, targets) of
-    its chosen rows followed by its rejected rows."""
+    its chosen rows followed by its rejected rows. ``rpo_alpha`` > 0 adds that weight times the
+    chosen replies' mean token NLL (RPO, Pang et al. 2024; TRL's ``rpo_alpha``, in TRL 1.x
+    ``loss_type=["sigmoid", "sft"], loss_weights=[1, rpo_alpha]``): DPO alone can lower the
+    chosen reply's likelihood as long as the rejected one falls faster."""
 
     def loss(model, batch):
         x, y = batch
         n = x.shape[0] // 2
-        logps = sequence_logps(model, x, y)
+        logits, _ = model(x)
+        per_token = token_logps(logits, y)
+        logps = per_token.sum(-1)
         with torch.no_grad():
             ref = sequence_logps(reference, x, y)
         losses, r_c, r_r = dpo_terms(logps[:n], logps[n:], ref[:n], ref[n:], beta)
-        return losses.mean(), {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
-                               "rewards/accuracies": (r_c > r_r).float().mean(), "rewards/margins": (r_c - r_r).mean()}
+        metrics = {"rewards/chosen": r_c.mean(), "rewards/rejected": r_r.mean(),
+                   "rewards/accuracies": (r_c > r_r).float().mean(), "rewards/margins": (r_c - r_r).mean()}
+        total = losses.mean()
+        if rpo_alpha:
+            nll = -per_token[:n].sum() / (y[:n] != IGNORE).sum().clamp(min=1)
+            total = total + rpo_alpha * nll
+            metrics["nll_loss"] = nll.detach()
+        return total, metrics
 
     return loss
 

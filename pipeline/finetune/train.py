@@ -177,7 +177,7 @@ def preference_job(ctx: Context) -> Job:
     rows, val = _pair_rows(ctx)
     collate = lambda r: B.collate_pairs(r, ctx.pad_id)  # noqa: E731
     if cfg.method == "dpo":
-        model, loss = copy.deepcopy(ctx.base), losses.dpo_loss(reference_model(ctx), cfg.dpo.beta)
+        model, loss = copy.deepcopy(ctx.base), losses.dpo_loss(reference_model(ctx), cfg.dpo.beta, cfg.dpo.rpo_alpha)
     else:
         torch.manual_seed(cfg.seed)  # the head's initial weights, the same on every rank
         model, loss = RewardModel(copy.deepcopy(ctx.base)).to(ctx.device), losses.reward_loss

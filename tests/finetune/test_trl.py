@@ -54,7 +54,10 @@ def test_sft_loss_equals_trl_sft_trainer_with_assistant_only_loss(base_dir, hf, 
     assert ours == pytest.approx(theirs, abs=1e-5)
 
 
-def test_dpo_loss_equals_trl_dpo_trainer(base_dir, token_dir, hf, tmp_path):
+@pytest.mark.parametrize("rpo_alpha", [0.0, 0.7])
+def test_dpo_loss_equals_trl_dpo_trainer(base_dir, token_dir, hf, tmp_path, rpo_alpha):
+    """rpo_alpha > 0 adds the chosen replies' NLL: TRL 1.x writes RPO as loss_type
+    ["sigmoid", "sft"] with loss_weights [1, rpo_alpha] (older TRL: rpo_alpha)."""
     from transformers import AutoModelForCausalLM
 
     from tests.finetune.conftest import tiny_model_dir
@@ -65,8 +68,9 @@ def test_dpo_loss_equals_trl_dpo_trainer(base_dir, token_dir, hf, tmp_path):
     rows = _rows("pair")
     data = datasets.Dataset.from_list([{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
                                         "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])
+    rpo = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]} if rpo_alpha else {}
     trainer = trl.DPOTrainer(model=model, ref_model=ref, processing_class=tok,
-                             args=_args(trl.DPOConfig, tmp_path, beta=0.3), train_dataset=data)
+                             args=_args(trl.DPOConfig, tmp_path, beta=0.3, **rpo), train_dataset=data)
     batch = next(iter(trainer.get_train_dataloader()))
     with torch.no_grad():
         theirs = float(trainer.compute_loss(trainer.model, batch))
@@ -76,5 +80,7 @@ def test_dpo_loss_equals_trl_dpo_trainer(base_dir, token_dir, hf, tmp_path):
              for r in rows]
     policy = load_model(base_dir)
     with torch.no_grad():
-        ours, _ = losses.dpo_loss(load_model(ref_dir), 0.3)(policy, B.collate_pairs(pairs, ours_tok.pad_token_id))
+        ours, metrics = losses.dpo_loss(load_model(ref_dir), 0.3, rpo_alpha)(
+            policy, B.collate_pairs(pairs, ours_tok.pad_token_id))
     assert abs(theirs - 0.6931) > 1e-3 and float(ours) == pytest.approx(theirs, abs=1e-5)
+    assert ("nll_loss" in metrics) == bool(rpo_alpha)
