@@ -83,9 +83,14 @@ class DpoConfig:
 class RlConfig:
     reward: str = "task"  # task: 1 for a correct answer of a generated task | model: the reward model's score
     # Prompts per optimizer step: train.batch_size per micro-step and process, as for every method.
-    group_size: int = 8  # replies sampled per prompt; advantage = reward - the group's mean
+    group_size: int = 16  # replies sampled per prompt (nanochat chat_rl's num_samples); the baseline is their mean
+    # group: advantage = (reward - group mean) / (group std + 1e-4), TRL GRPO's default, so a prompt the
+    # policy mostly fails still pushes as hard as any other | none: reward - group mean (Dr. GRPO)
+    scale_rewards: str = "group"
     max_new_tokens: int = 16
-    temperature: float = 1.0
+    # Below 1 the samples stay near what the policy answers greedily (what exact match scores); a
+    # small model at 1.0 samples mostly malformed replies, which all score 0 and teach nothing.
+    temperature: float = 0.7
     top_k: int = 0  # 0 = the whole vocabulary
 
 
@@ -133,6 +138,10 @@ class Config:
             problems.append(f"finetune.tasks: unknown {unknown}; the generated tasks are {list(TASKS)}")
         if self.rl.reward not in ("task", "model"):
             problems.append(f"finetune.rl.reward must be task|model, got {self.rl.reward!r}")
+        if self.rl.scale_rewards not in ("group", "none"):
+            problems.append(f"finetune.rl.scale_rewards must be group|none, got {self.rl.scale_rewards!r}")
+        if self.rl.temperature <= 0:
+            problems.append(f"finetune.rl.temperature must be > 0 (replies are sampled), got {self.rl.temperature}")
         if self.rl.group_size < 2:
             problems.append(f"finetune.rl.group_size must be >= 2 (the baseline is the group mean), got {self.rl.group_size}")
         if not 0 <= self.safety.mix < 1:

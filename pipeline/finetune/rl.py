@@ -1,8 +1,9 @@
 """RL on the model's own replies, as nanochat's chat_rl: for each prompt sample a group of
 replies, score each (1 for a generated task's correct answer, or the reward model's score),
 and push up the log-probability of the replies that beat their group's mean (GRPO's
-group-relative advantage, without the std normalisation Dr. GRPO drops). Sampling and the
-update use the same weights, so the policy ratio is 1 and needs no clipping.
+group-relative advantage, scaled by the group's std as TRL's GRPOTrainer by default, or not,
+as Dr. GRPO: rl.scale_rewards). Sampling and the update use the same weights, so the policy
+ratio is 1 and needs no clipping.
 
 A step's samples are seeded by (seed, sample index): a resumed run draws the same replies.
 """
@@ -22,6 +23,13 @@ from pipeline.finetune import losses, replies
 
 def task_reward(reply: str, answer: str) -> float:
     return float(reply.strip() == answer.strip())
+
+
+def advantages(rewards: torch.Tensor, scale: str) -> torch.Tensor:
+    """One group's advantages: reward minus the group's mean, over its std (unbiased, + 1e-4 as
+    TRL) when ``scale`` is group. A group whose replies all score the same gets zeros."""
+    centred = rewards - rewards.mean()
+    return centred / (rewards.std() + 1e-4) if scale == "group" else centred
 
 
 class Rollouts:
@@ -45,7 +53,7 @@ class Rollouts:
     def micro(self, step: int, micro: int):
         ctx, rl = self.ctx, self.ctx.cfg.rl
         first = micro_batch_start(step, micro, ctx.rank, ctx.tc)
-        rows, advantages, all_rewards = [], [], []
+        rows, advantage, all_rewards = [], [], []
         for sample, i in zip(range(first, first + ctx.tc.batch_size), self.order.indices(first, ctx.tc.batch_size)):
             gen = torch.Generator(device=ctx.device).manual_seed(ctx.cfg.seed * 1_000_003 + sample)
             group = replies.sample_group(self.policy, self.encoded[i], rl.group_size, rl.max_new_tokens,
@@ -53,10 +61,10 @@ class Rollouts:
             reply_ids = [g[0] for g in group]
             r = self.rewards(int(i), reply_ids)
             all_rewards.append(r)
-            advantages.append(r - r.mean())
+            advantage.append(advantages(r.float(), rl.scale_rewards))
             rows += [B.Encoded(self.encoded[i] + ids, [0] * len(self.encoded[i]) + [1] * len(ids)) for ids in reply_ids]
         x, y = B.collate(rows, ctx.pad_id)
-        return x, y, torch.cat(advantages).float(), torch.cat(all_rewards).float().mean()
+        return x, y, torch.cat(advantage).float(), torch.cat(all_rewards).float().mean()
 
     def __call__(self, step: int):
         return (self.micro(step, m) for m in range(self.ctx.tc.grad_accum))

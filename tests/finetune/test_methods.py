@@ -62,3 +62,24 @@ def test_safety_mix_and_context_distillation_report_refusal_rates(base_dir, tmp_
                              tasks=["arithmetic"])
     assert "refusal_rate" in distilled and distilled["safety_examples"] <= mixed["safety_examples"]
     assert safety.is_refusal(safety.REFUSAL) and not safety.is_refusal("Run kill with the process id.")
+
+
+def test_group_advantages_are_scaled_by_the_groups_std_or_only_centred():
+    import torch
+
+    from pipeline.finetune.rl import advantages
+
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    scaled, centred = advantages(r, "group"), advantages(r, "none")
+    assert torch.allclose(centred, r - 0.25) and torch.allclose(scaled, (r - 0.25) / (r.std() + 1e-4))
+    assert scaled.std() == pytest.approx(1.0, abs=1e-3) and scaled.sum() == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(advantages(torch.ones(4), "group"), torch.zeros(4))  # nothing to prefer: no push
+
+
+def test_rl_settings_are_checked_before_any_work(base_dir, tmp_path):
+    from pipeline.core.errors import StageError
+
+    with pytest.raises(StageError, match=r"rl.scale_rewards must be group\|none"):
+        run_finetune(base_dir, tmp_path / "a", method="rl", rl={"scale_rewards": "batch"})
+    with pytest.raises(StageError, match="rl.temperature must be > 0"):
+        run_finetune(base_dir, tmp_path / "b", method="rl", rl={"temperature": 0.0})
