@@ -4,8 +4,11 @@ model), DPO's held-out preference accuracy over its SFT start, the reward model'
 accuracy, RL's reward over training, trainable parameters and optimizer state per method, and
 our SFT step time vs TRL's SFTTrainer on the same exported model and batches.
 
-    python benchmarks/finetune.py --base results/pretrain/<key> --tokens results/tokenize/<key>   # ~55 min, 2 busy cores
+    python benchmarks/finetune.py --base results/pretrain/<key> --tokens results/tokenize/<key>   # the stage's recipes
     python benchmarks/finetune.py --base DIR --tokens DIR --steps 200 --quick    # minutes, no RL/TRL
+
+Every method runs with the finetune stage's own recipe (its steps and peak lr per method, as the
+default DAG runs it) unless a flag says otherwise.
 
 ``--base`` is a pretrain stage directory (the default run's cpu_2m model: ``snakemake -c 2
 --until pretrain``); ``--tokens`` its tokenize directory, whose documents give passage_qa its
@@ -33,9 +36,11 @@ BATCH = 16
 
 
 def finetune(name, model_dir, out, steps, tokens=None, **cfg):
-    train = {"steps": steps, "batch_size": BATCH, "eval_every": max(steps // 4, 1), "checkpoint_every": steps,
-             "log_every": 10, "progress": False, "compile": False, "threads": 1, "warmup_steps": min(10, steps),
-             **cfg.pop("train", {})}
+    """One finetune stage run; steps 0 = the stage's own recipe for the method (what `make run` does)."""
+    train = {"steps": steps, "batch_size": BATCH, "log_every": 10, "progress": False, "compile": False, "threads": 1}
+    if steps:  # a shorter or longer run than the stage's: validation four times, warmup a tenth at most
+        train.update(eval_every=max(steps // 4, 1), checkpoint_every=steps, warmup_steps=min(30, steps // 10))
+    train.update(cfg.pop("train", {}))
     inputs = {"model": model_dir, **({"tokens": tokens} if tokens else {}), **cfg.pop("inputs", {})}
     t = time.perf_counter()
     stats = execute("finetune", {"train": train, **cfg}, inputs, out / name)
@@ -43,31 +48,28 @@ def finetune(name, model_dir, out, steps, tokens=None, **cfg):
     return stats
 
 
+def _lr(value) -> dict:
+    return {"lr": value} if value else {}  # 0: the stage's peak lr for the method
+
+
 def methods(base: Path, tokens: Path | None, out: Path, args) -> dict:
     n, sft_cfg = args.steps, {"train_examples": args.examples, "heldout_examples": args.heldout}
-    runs = {"sft": finetune("sft", base, out, n, tokens, **sft_cfg, train={**SFT_TRAIN, "warmup_steps": min(50, n // 10)})}
-    # LoRA at the stage's constant 5e-3 rose back to the base's loss on the cpu_2m base; the SFT
-    # recipe's cosine decay at a lower peak keeps it stable.
-    runs["lora"] = finetune("lora", base, out, n, tokens, method="lora", **sft_cfg,
-                            lora={"rank": args.lora_rank, "alpha": 2.0 * args.lora_rank},
-                            train={**SFT_TRAIN, "lr": args.lora_lr, "warmup_steps": min(50, n // 10)})
+    runs = {"sft": finetune("sft", base, out, n, tokens, **sft_cfg)}
+    lora = {"rank": args.lora_rank, "alpha": 2.0 * args.lora_rank} if args.lora_rank else {}
+    runs["lora"] = finetune("lora", base, out, n, tokens, method="lora", **sft_cfg, lora=lora,
+                            train=_lr(args.lora_lr))
     runs["prompt"] = finetune("prompt", base, out, n, tokens, method="prompt", virtual_tokens=16, **sft_cfg)
     runs["prefix"] = finetune("prefix", base, out, n, tokens, method="prefix", virtual_tokens=16, **sft_cfg)
     sft = out / "sft"
     pref = {"train_examples": args.examples // 2, "heldout_examples": args.heldout}
-    runs["dpo"] = finetune("dpo", sft, out, args.dpo_steps, tokens, method="dpo", dpo={"beta": args.beta},
-                           train={"lr": args.dpo_lr}, **pref)
+    runs["dpo"] = finetune("dpo", sft, out, args.dpo_steps, tokens, method="dpo",
+                           dpo={"beta": args.beta, "rpo_alpha": args.rpo_alpha}, train=_lr(args.dpo_lr), **pref)
     runs["reward"] = finetune("reward", sft, out, args.dpo_steps, tokens, method="reward", **pref)
     if not args.quick:
         runs["rl"] = finetune("rl", sft, out, args.rl_steps, tokens, method="rl", heldout_examples=args.heldout,
-                              rl={"group_size": 8, "max_new_tokens": 12}, train={"batch_size": 4, "log_every": 1,
-                                                                                  "lr": args.rl_lr})
+                              rl={"max_new_tokens": 12}, train={"batch_size": args.rl_prompts, "log_every": 1,
+                                                                **_lr(args.rl_lr)})
     return runs
-
-
-# Full fine-tuning: a cosine decay to 10% after a short warmup (what the other methods keep
-# constant moves the whole model: decaying it lets the last steps settle).
-SFT_TRAIN = {"lr": 3e-3, "schedule": "cosine", "warmup_steps": 50}
 
 
 def trl_step_times(model_dir: Path, rows: list[dict], steps: int) -> list[float]:
@@ -117,7 +119,7 @@ def step_time_rows(base: Path, steps: int) -> tuple[float, float]:
     root = Path(tempfile.mkdtemp(prefix="lmdag-bench-ft-time-"))
     torch.set_num_threads(1)
     finetune("time", base, root, steps, heldout_examples=0, tasks=[t for t in generated.TASKS if t != "passage_qa"],
-             train_examples=len(rows), train={"lr": 1e-3, "eval_every": steps, "log_every": 1})
+             train_examples=len(rows), train={"lr": 1e-3, "schedule": "constant", "eval_every": steps, "log_every": 1})
     ours = statistics.median(ours_step_times(root / "time"))
     theirs = statistics.median(trl_step_times(base, rows, steps))
     return ours, theirs
@@ -146,12 +148,13 @@ def table(runs: dict, tasks: list[str]) -> list[str]:
 
 def report(runs: dict, args) -> None:
     tasks = list(runs["sft"]["heldout_exact_match"]["before"])
+    rl = runs.get("rl", {})
     print(f"\nheld-out exact match ({args.heldout} problems per task, greedy, zero-shot with the chat template); "
-          f"{args.steps} steps x {BATCH} for sft/lora/prompt/prefix, {args.dpo_steps} for dpo/reward, "
-          f"{args.rl_steps} x 4 prompts x 8 samples for rl; lora rank {args.lora_rank}, peak lr {args.lora_lr}")
+          f"{runs['sft']['steps']} steps x {BATCH} for sft/lora/prompt/prefix, {runs['dpo']['steps']} for dpo/reward"
+          + (f", {rl['steps']} x {args.rl_prompts} prompts x {rl['group_size']} samples for rl" if rl else ""))
     print("\n".join(table(runs, tasks)))
     d = runs["dpo"]
-    print(f"\nDPO (beta {args.beta}, lr {args.dpo_lr}): held-out preference accuracy (log p(chosen) > log p(rejected)) "
+    print(f"\nDPO (beta {args.beta}, rpo_alpha {args.rpo_alpha}): held-out preference accuracy (log p(chosen) > log p(rejected)) "
           f"SFT start {d['heldout_preference_accuracy']['before']:.3f} -> DPO {d['heldout_preference_accuracy']['after']:.3f} "
           f"on {d['heldout_pairs']} pairs; implicit reward accuracy {d['heldout_reward_accuracy']:.3f}, "
           f"margin {d['heldout_reward_margin']:.3f}")
@@ -169,17 +172,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--base", type=Path, required=True, help="a pretrained model directory")
     p.add_argument("--tokens", type=Path, help="its tokenize directory (passages for passage_qa)")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=0, help="sft/lora/prompt/prefix steps (0: the stage's, as make run)")
     p.add_argument("--examples", type=int, default=20000)
     p.add_argument("--heldout", type=int, default=50)
-    p.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (alpha = 2 x rank)")
-    p.add_argument("--lora-lr", type=float, default=2e-3)
-    p.add_argument("--dpo-steps", type=int, default=200)
-    # 2e-4 drove the chosen replies' log-probability down with the rejected ones (EM 0.52 -> 0.18).
-    p.add_argument("--dpo-lr", type=float, default=5e-5)
+    p.add_argument("--lora-rank", type=int, default=0, help="LoRA rank, alpha = 2 x rank (0: the stage's)")
+    p.add_argument("--lora-lr", type=float, default=0.0, help="0: the stage's")
+    p.add_argument("--dpo-steps", type=int, default=0, help="dpo and reward-model steps (0: the stage's)")
+    p.add_argument("--dpo-lr", type=float, default=0.0, help="0: the stage's")
     p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--rl-steps", type=int, default=60)
-    p.add_argument("--rl-lr", type=float, default=1e-4)
+    p.add_argument("--rpo-alpha", type=float, default=1.0, help="DPO's NLL weight on the chosen replies (as the default DAG)")
+    p.add_argument("--rl-steps", type=int, default=0, help="0: the stage's")
+    p.add_argument("--rl-prompts", type=int, default=8, help="prompts per RL step (each sampled rl.group_size times)")
+    p.add_argument("--rl-lr", type=float, default=0.0, help="0: the stage's")
     p.add_argument("--time-steps", type=int, default=40, help="steps of each trainer timed for the step time")
     p.add_argument("--work", type=Path, help="where the runs go (default: a new temporary directory)")
     p.add_argument("--quick", action="store_true", help="skip RL and the TRL timing")
