@@ -1,6 +1,6 @@
 """Compression side by side: our stage vs llm-compressor and torchao on one trained model.
 
-    python -m benchmarks.compress [--steps 150] [--batch 8] [--samples 128] [--eval-windows 256] [--threads 2]
+    python -m benchmarks.compress [--steps 600] [--batch 8] [--samples 128] [--eval-windows 256] [--threads 2]
     python -m benchmarks.compress --tokens results/tokenize/<key> --no-llmcompressor    (torchao rows only)
 
 One model (conf/model/cpu_2m.yaml, widths multiples of 128) trained briefly on a sample of the
@@ -11,7 +11,8 @@ pretraining's final evaluation) for every model. Rows:
     GPTQ W4A16 (int4, groups of 128, symmetric, static act-order)   ours vs llm-compressor
     SparseGPT 50%, Wanda 50% (unstructured)                          ours vs llm-compressor
     int8 weight-only per channel                                     ours vs torchao Int8WeightOnlyConfig
-    W8A8 (int8 weights, int8 dynamic per-token activations)          our SmoothQuant vs torchao
+    W8A8 (int8 weights, int8 dynamic per-token activations)          our SmoothQuant (a=0.5, and a
+                                                                     searched) vs torchao
                                                                      Int8DynamicActivationInt8WeightConfig
     GPTQ vs round-to-nearest at 4 and 3 bits                         ours
 
@@ -180,12 +181,8 @@ def ours(base: Path, tok: Path, out: Path, methods: list[str], samples: int, win
     from pipeline.stage import execute
 
     config = {"methods": methods, "calibration_samples": samples, "eval_windows": windows, "progress": False, **settings}
-    done = out / "stats.json"
-    if done.is_file() and json.loads((out / "config.json").read_text()) == config:
-        stats = json.loads(done.read_text())  # same base, data and config: the step's result (deterministic)
-    else:
-        stats = execute("compress", config, {"model": base, "tokens": tok}, out)
-        (out / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(out, ignore_errors=True)  # recomputed every run: a cached variant would hide a code change
+    stats = execute("compress", config, {"model": base, "tokens": tok}, out)
     return {"ppl": stats["val_perplexity"], "bpb": stats["val_bits_per_byte"], "size": stats["size_bytes"],
             "latency_ms": stats["latency_ms_per_token"], "seconds": stats["compression_s"],
             "sparsity_linear": linear_sparsity(load_model(out)), "base": stats["base"]}
@@ -225,7 +222,7 @@ def peer_llmc(recipe: str, base: Path, calib: Path, tok: Path, windows: int, wor
     return {**score(model, tok, windows), **json.loads((out / "timing.json").read_text())}
 
 
-def peer_torchao(config_name: str, base: Path, tok: Path, windows: int) -> dict:
+def peer_torchao(config_name: str, base: Path, tok: Path, windows: int, ours_dir: Path | None = None) -> dict:
     import torch
     import torchao.quantization as tq
 
@@ -238,23 +235,46 @@ def peer_torchao(config_name: str, base: Path, tok: Path, windows: int) -> dict:
     seconds = time.time() - started
     with torch.no_grad():
         # torchao's Int8Tensor implements no comparison ops: its zeros are not counted (nothing is pruned)
-        return {**score(model, tok, windows, count_zeros=False), "compression_s": seconds}
+        scored = {**score(model, tok, windows, count_zeros=False), "compression_s": seconds}
+    if ours_dir is not None:
+        scored["codes"] = code_agreement(load_model(base, kernels="torch"), load_model(ours_dir), model)
+    return scored
+
+
+def code_agreement(base, mine, theirs) -> dict:
+    """Our int8 codes against torchao's, weight by weight. Where they differ, w / scale is a tie
+    (x.5 to float precision): we divide by the scale as compressed-tensors does, torchao
+    multiplies by its reciprocal, and the two roundings break exact ties differently."""
+    import torch
+
+    from pipeline.compress.calibrate import block_linears
+
+    total = differ = ties = 0
+    for name, linear in block_linears(base).items():
+        ours_q, scale = mine.get_submodule(name).codes(), mine.get_submodule(name).weight_scale
+        theirs_q = theirs.get_submodule(name).weight.qdata
+        d = ours_q != theirs_q
+        frac = (linear.weight.detach().double() / scale.double())[d].abs() % 1
+        total, differ, ties = total + d.numel(), differ + int(d.sum()), ties + int(((frac - 0.5).abs() < 1e-5).sum())
+    return {"weights": total, "differ": differ, "differ_at_ties": ties}
 
 
 def _row(label, base_ppl, mine, theirs=None, peer=""):
     inc = mine["ppl"] - base_ppl
-    cells = f"{label:<34} ours ppl {mine['ppl']:8.3f} (+{inc:6.3f})"
+    cells = f"{label:<34} ours ppl {mine['ppl']:9.4f} (+{inc:7.4f})"
     if theirs is None:
         return cells
     inc_p = theirs["ppl"] - base_ppl
     ratio = inc / inc_p if abs(inc_p) > 1e-9 else float("nan")
-    return (cells + f" | {peer:<16} ppl {theirs['ppl']:8.3f} (+{inc_p:6.3f}) | increase ours/peer {ratio:5.2f} "
+    return (cells + f" | {peer:<16} ppl {theirs['ppl']:9.4f} (+{inc_p:7.4f}) | increase ours/peer {ratio:5.2f} "
             f"{'OK' if inc <= inc_p + 1e-9 else 'WORSE'}")
 
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=150)
+    # 150 steps left a base at perplexity ~480 whose every variant was within 0.2 of it: too weak to
+    # tell the methods apart
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--eval-windows", type=int, default=256)
@@ -281,6 +301,7 @@ def run_ours(base, tok, work, samples, w) -> dict:
         "wanda": ours(base, tok, v / "wanda", ["wanda"], samples, w),
         "int8": ours(base, tok, v / "int8", ["int8"], samples, w),
         "smoothquant": ours(base, tok, v / "smoothquant", ["smoothquant"], samples, w),
+        "smoothquant_search": ours(base, tok, v / "smoothquant_search", ["smoothquant"], samples, w, smooth_grid=10),
     }
 
 
@@ -295,13 +316,17 @@ def report(args, mine, peers, seq) -> None:
             ("SparseGPT 50% unstructured", "sparsegpt", "sparsegpt_50", "llm-compressor"),
             ("Wanda 50% unstructured", "wanda", "wanda_50", "llm-compressor"),
             ("int8 weight-only per channel", "int8", "int8wo", "torchao"),
-            ("W8A8 (ours: SmoothQuant a=0.5)", "smoothquant", "w8a8", "torchao")]
+            ("W8A8 (ours: SmoothQuant a=0.5)", "smoothquant", "w8a8", "torchao"),
+            ("W8A8 (ours: SmoothQuant a searched)", "smoothquant_search", "w8a8", "torchao")]
     for label, m, p, peer in rows:
         print(_row(label, bp, mine[m], peers.get(p), peer) + ("" if p in peers else " | llm-compressor skipped"))
     for bits in (4, 3):
         g, r = mine[f"gptq{bits}"]["ppl"] - bp, mine[f"rtn{bits}"]["ppl"] - bp
         print(f"GPTQ vs round-to-nearest at {bits} bits: ppl increase {g:+.3f} vs {r:+.3f} -> "
               f"{'GPTQ better' if g < r else 'GPTQ NOT better'} (ratio {g / r if r else float('nan'):.2f})")
+    c = peers["int8wo"]["codes"]
+    print(f"int8 codes, ours vs torchao: {c['weights'] - c['differ']:,} of {c['weights']:,} equal; "
+          f"{c['differ_at_ties']} of the {c['differ']} that differ are exact x.5 ties (rounded the other way)")
     print("\nzeros in the block Linears: " + ", ".join(
         f"ours {k} {mine[k]['sparsity_linear']:.3f}" for k in ("sparsegpt", "wanda")) + "".join(
         f", llm-compressor {k} {peers[k]['sparsity_linear']:.3f}" for k in ("sparsegpt_50", "wanda_50") if k in peers))
@@ -335,7 +360,7 @@ def main(argv=None) -> int:
     peers = {}
     if not args.no_llmcompressor:
         peers = {r: peer_llmc(r, base, calib, tok, args.eval_windows, work) for r in LLMC_RECIPES}
-    peers["int8wo"] = peer_torchao("Int8WeightOnlyConfig", base, tok, args.eval_windows)
+    peers["int8wo"] = peer_torchao("Int8WeightOnlyConfig", base, tok, args.eval_windows, work / "ours" / "int8")
     peers["w8a8"] = peer_torchao("Int8DynamicActivationInt8WeightConfig", base, tok, args.eval_windows)
     report(args, mine, peers, cfg.max_seq_len)
     return 0

@@ -67,8 +67,11 @@ class Config:
     energy: float = 0.9
     # awq: grid points for the scale exponent in [0, 1) (the paper's 20).
     awq_grid: int = 20
-    # smoothquant: migration strength, how much of the activations' range moves into the weights.
+    # smoothquant: migration strength, how much of the activations' range moves into the weights;
+    # smooth_grid > 0 instead searches it per group over that many steps of [0, 1] and no
+    # smoothing, by the group's W8A8 output error on calibration rows.
     smooth_alpha: float = 0.5
+    smooth_grid: int = 0
     # tie_embeddings: average | embed | lm_head (which matrix the tied model keeps).
     tie: str = "average"
     # share_layers: blocks per group, and how the group's shared weights are chosen (mean | first).
@@ -113,6 +116,7 @@ class Config:
             ("energy", 0 < self.energy <= 1, "in (0, 1]"),
             ("awq_grid", self.awq_grid >= 1, ">= 1"),
             ("smooth_alpha", 0 <= self.smooth_alpha <= 1, "in [0, 1]"),
+            ("smooth_grid", self.smooth_grid >= 0, ">= 0 (0 = the fixed smooth_alpha)"),
             ("tie", self.tie in ("average", "embed", "lm_head"), "average | embed | lm_head"),
             ("share_group", self.share_group >= 2, ">= 2"),
             ("share_choose", self.share_choose in ("mean", "first"), "mean | first"),
@@ -157,7 +161,7 @@ def variant_label(cfg: Config) -> str:
         elif m == "svd":
             m += f" rank {cfg.rank}" if cfg.rank else f" energy {cfg.energy:g}"
         elif m == "smoothquant":
-            m += f" a={cfg.smooth_alpha:g}"
+            m += f" a={cfg.smooth_alpha:g}" if not cfg.smooth_grid else f" a searched /{cfg.smooth_grid}"
         elif m == "share_layers":
             m += f" x{cfg.share_group}"
         elif m == "distill":

@@ -14,7 +14,10 @@ the mean squared error of the group's outputs on calibration rows with the weigh
 round-to-nearest quantized (the paper scores the enclosing module's output; the group's own
 Linears are the part the scale changes). SmoothQuant (Xiao et al. 2023): s = max|x|^alpha /
 max|w|^(1 - alpha), moving activation outliers into the weights so int8 activations (per
-token) and int8 weights (per channel) both quantize well.
+token) and int8 weights (per channel) both quantize well; alpha is fixed (the paper's 0.5,
+llm-compressor's smoothing_strength) or, with ``smooth_grid`` > 0, searched per group as AWQ
+searches its exponent: the strength on the grid, or no smoothing, with the least W8A8 output
+error on calibration rows.
 """
 from __future__ import annotations
 
@@ -82,6 +85,31 @@ def quantize_awq(model, ctx) -> None:
     sequential(model, ctx.ids, block_fn, cfg.calibration_batch_size, cfg.progress, desc="awq")
 
 
+def smooth_scale(x_max: torch.Tensor, w_max: torch.Tensor, alpha: float) -> torch.Tensor:
+    return (x_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
+
+
+def w8a8_error(X: torch.Tensor, W: torch.Tensor, s: torch.Tensor) -> float:
+    """Mean squared output error of int8 per-token activations X / s times int8 per-channel W * s."""
+    from pipeline.model.quantized import quantize_activations_per_token
+
+    Wq = fake_quantize(W * s[None, :], 8, 0, True)
+    return float(((quantize_activations_per_token(X / s[None, :]) @ Wq.T - X @ W.T) ** 2).mean())
+
+
+def searched_smooth_scale(X, x_max, W, w_max, grid: int) -> tuple[torch.Tensor, float | None, float]:
+    """The migration strength in {0, 1/grid, ..., 1} or no smoothing at all (None) whose W8A8
+    output error on the calibration rows X is least -> (s, alpha, error / unsmoothed error)."""
+    unsmoothed = w8a8_error(X, W, torch.ones_like(x_max))
+    best = (torch.ones_like(x_max), None, unsmoothed)
+    for k in range(grid + 1):
+        s = smooth_scale(x_max, w_max, k / grid)
+        err = w8a8_error(X, W, s)
+        if err < best[2]:
+            best = (s, k / grid, err)
+    return best[0], best[1], best[2] / max(unsmoothed, 1e-30)
+
+
 def quantize_smoothquant(model, ctx) -> None:
     cfg = ctx.cfg
 
@@ -89,8 +117,15 @@ def quantize_smoothquant(model, ctx) -> None:
         scales = {}
         for prev, names in scale_groups(block, mha=False):
             x_max = stats[names[0]].abs_max.clamp(min=1e-5)
-            w_max = torch.cat([block.get_submodule(n).weight.detach().abs() for n in names]).amax(0).clamp(min=1e-5)
-            s = (x_max.pow(cfg.smooth_alpha) / w_max.pow(1 - cfg.smooth_alpha)).clamp(min=1e-5)
+            W = torch.cat([block.get_submodule(n).weight.detach().float() for n in names])
+            w_max = W.abs().amax(0).clamp(min=1e-5)
+            if cfg.smooth_grid:
+                s, alpha, ratio = searched_smooth_scale(stats[names[0]].sample_rows(), x_max, W, w_max, cfg.smooth_grid)
+                for n in names:
+                    ctx.errors.setdefault(f"blocks.{b}.{n}", {}).update(
+                        {"smooth_alpha": alpha, "smooth_loss_vs_unsmoothed": round(ratio, 6)})
+            else:
+                s = smooth_scale(x_max, w_max, cfg.smooth_alpha)
             fold_scale(block, prev, names, s)
             scales.update({n: s for n in names})
         _quantize_block(block, b, stats, scales, ctx, 8, 0, True, 8)

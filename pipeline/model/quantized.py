@@ -6,9 +6,10 @@
                     ``pack-quantized`` format stores it: ``weight_packed`` (int32, 32 values in
                     ``bits`` words), ``weight_scale`` (out, groups), ``weight_zero_point``
                     (packed along the output dim; asymmetric only). The forward dequantizes on
-                    the fly from int8 codes, unpacked once on first use (1 byte per weight in
-                    memory). ATen's CPU int8 weight-only matmul (``_weight_int8pack_mm``,
-                    torchao's CPU path) measured ~40x slower than dequantize + matmul at these
+                    the fly from int8 codes unpacked at load (a non-persistent buffer, 1
+                    byte per weight in memory, moved with the module's other tensors).
+                    ATen's CPU int8 weight-only matmul (``_weight_int8pack_mm``, torchao's
+                    CPU path) measured ~40x slower than dequantize + matmul at these
                     shapes on our CPU build, so it is not used.
     LowRankLinear   W ~= up @ down: two smaller Linears (truncated SVD)
 
@@ -49,24 +50,18 @@ def pack_to_int32(q: torch.Tensor, bits: int, packed_dim: int = 1) -> torch.Tens
 
 
 def unpack_from_int32(packed: torch.Tensor, bits: int, shape, packed_dim: int = 1) -> torch.Tensor:
-    """The inverse of pack_to_int32: int8 codes of ``shape``."""
+    """The inverse of pack_to_int32: int8 codes of ``shape``, with one gather per half of a
+    straddling element instead of a loop over the 32 slots of a word group."""
     if packed_dim == 0:
         return unpack_from_int32(packed.T, bits, (shape[1], shape[0])).T.contiguous()
-    rows, cols = int(shape[0]), int(shape[1])
-    words = packed.to(torch.int64) & 0xFFFFFFFF
-    groups = -(-cols // 32)
-    words = F.pad(words, (0, groups * bits - words.shape[1] + 1)).reshape(rows, -1)
-    words = words[:, :groups * bits + 1]
-    mask = (1 << bits) - 1
-    out = torch.empty(rows, groups, 32, dtype=torch.int64)
-    for e in range(32):
-        word, offset = divmod(e * bits, 32)
-        idx = torch.arange(groups) * bits + word
-        value = words[:, idx] >> offset
-        if offset + bits > 32:
-            value |= words[:, idx + 1] << (32 - offset)
-        out[:, :, e] = value & mask
-    return (out.reshape(rows, -1)[:, :cols] - (1 << (bits - 1))).to(torch.int8)
+    cols = int(shape[1])
+    words = F.pad(packed.to(torch.int64) & 0xFFFFFFFF, (0, 1))  # a zero word after the last
+    start = torch.arange(cols, device=packed.device) * bits  # element i at bits [i*b, (i+1)*b)
+    word, offset = start // 32, start % 32
+    # The element's low bits from its word, its high bits (when it straddles two) from the next;
+    # shifting the next word left by 32 - offset >= bits leaves nothing under the mask otherwise.
+    value = (words[:, word] >> offset) | (words[:, word + 1] << (32 - offset))
+    return ((value & ((1 << bits) - 1)) - (1 << (bits - 1))).to(torch.int8)
 
 
 def qrange(bits: int) -> tuple[int, int]:
@@ -142,6 +137,11 @@ class QuantLinear(nn.Module):
         words = -(-in_features * bits // 32)
         self.register_buffer("weight_packed", torch.zeros(out_features, words, dtype=torch.int32))
         self.register_buffer("weight_scale", torch.ones(out_features, g, dtype=dtype))
+        # The codes the forward reads, unpacked from weight_packed whenever that is set (not saved:
+        # the file holds the packed words). A buffer, so whatever moves the module's tensors (.to,
+        # the layer offloader) moves these too; unpacking on every call measured 5-9x slower.
+        self.register_buffer("weight_codes", torch.zeros(out_features, in_features, dtype=torch.int8),
+                             persistent=False)
         if not symmetric:
             zp_words = -(-out_features * bits // 32)
             self.register_buffer("weight_zero_point", torch.zeros(zp_words, g, dtype=torch.int32))
@@ -152,22 +152,20 @@ class QuantLinear(nn.Module):
         out_f, in_f = q.shape
         m = cls(in_f, out_f, bits, group_size, symmetric, act_bits, dtype=scale.dtype)
         m.weight_packed.copy_(pack_to_int32(q.to(torch.int8), bits))
+        m.weight_codes.copy_(q)
         m.weight_scale.copy_(scale)
         if not symmetric:
             m.weight_zero_point.copy_(pack_to_int32(zero.to(torch.int8), bits, packed_dim=0))
         return m
 
     def codes(self) -> torch.Tensor:
-        """int8 codes (out, in), unpacked from ``weight_packed`` once and kept (not saved)."""
-        cached = self.__dict__.get("_codes")
-        if cached is None or cached.device != self.weight_packed.device:
-            cached = unpack_from_int32(self.weight_packed, self.bits, torch.Size((self.out_features, self.in_features)))
-            self.__dict__["_codes"] = cached
-        return cached
+        """int8 codes (out, in)."""
+        return self.weight_codes
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self.__dict__["_codes"] = None  # new packed weights: unpack again
         super()._load_from_state_dict(*args, **kwargs)
+        with torch.no_grad():  # new packed words: the codes follow
+            self.weight_codes = unpack_from_int32(self.weight_packed, self.bits, self.weight_codes.shape)
 
     def zero_points(self) -> torch.Tensor:
         if self.symmetric:
@@ -175,13 +173,24 @@ class QuantLinear(nn.Module):
         return unpack_from_int32(self.weight_zero_point, self.bits, self.weight_scale.shape, packed_dim=0)
 
     def dequantized_weight(self) -> torch.Tensor:
-        scale = expand_groups(self.weight_scale, self.group_size, self.in_features)
-        zero = expand_groups(self.zero_points(), self.group_size, self.in_features)
-        return dequantize(self.codes(), scale, zero)
+        # Broadcast each group's scale over a (out, groups, group_size) view of the codes:
+        # repeating the scales to the weight's shape first made int4 g128 decoding 4x slower.
+        g = self.weight_scale.shape[1]
+        q = self.codes().view(self.out_features, g, self.in_features // g).to(self.weight_scale.dtype)
+        if not self.symmetric:
+            q = q - self.zero_points()[:, :, None].to(q.dtype)
+        return (q * self.weight_scale[:, :, None]).view(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_bits:
-            x = quantize_activations_per_token(x, self.act_bits)
+            # W8A8: the dequantized weight, as transformers' compressed-tensors layer computes it;
+            # the next layer rounds these outputs to int8 again, so a different float order
+            # would flip some of its codes.
+            return F.linear(quantize_activations_per_token(x, self.act_bits), self.dequantized_weight().to(x.dtype))
+        if self.symmetric and not self.group_size:
+            # One scale per output channel: scale the outputs instead of every weight (what
+            # torchao's int8 weight-only matmul does), out multiplications instead of out x in.
+            return F.linear(x, self.codes().to(x.dtype)) * self.weight_scale[:, 0].to(x.dtype)
         return F.linear(x, self.dequantized_weight().to(x.dtype))
 
     def extra_repr(self) -> str:

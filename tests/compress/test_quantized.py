@@ -87,3 +87,23 @@ def test_our_packing_is_compressed_tensors_bit_for_bit(bits, dim):
     torch.testing.assert_close(ours, ct_pack(q, bits, packed_dim=dim), rtol=0, atol=0)
     torch.testing.assert_close(unpack_from_int32(ours, bits, q.shape, packed_dim=dim), q, rtol=0, atol=0)
     torch.testing.assert_close(ct_unpack(ours, bits, q.shape, packed_dim=dim), q, rtol=0, atol=0)
+
+
+def test_int8_per_channel_equals_torchao_int8_weight_only():
+    """Same scales as torchao's Int8WeightOnlyConfig, the same codes but at exact x.5 ties (we
+    divide by the scale as compressed-tensors does, torchao multiplies by the reciprocal), and
+    the same output order (x @ q.T, then the per-channel scale)."""
+    tq = pytest.importorskip("torchao.quantization", reason="torchao is in the dev extra")
+    torch.manual_seed(4)
+    linear = torch.nn.Sequential(torch.nn.Linear(512, 256, bias=False))
+    W = linear[0].weight.detach().clone()
+    tq.quantize_(linear, tq.Int8WeightOnlyConfig())
+    theirs = linear[0].weight
+    q, scale, zero = rtn(W, 8, 0, True)
+    torch.testing.assert_close(scale, theirs.scale.reshape(scale.shape), rtol=0, atol=0)
+    differ = q != theirs.qdata
+    frac = (W.double() / scale.double()).abs()[differ] % 1
+    assert differ.sum() < 1e-3 * q.numel() and torch.allclose(frac, torch.full_like(frac, 0.5), atol=1e-5)
+    x = torch.randn(6, 512)
+    on_their_codes = QuantLinear.from_codes(theirs.qdata, scale, zero, 8, 0, True)
+    torch.testing.assert_close(on_their_codes(x), linear(x), rtol=1e-5, atol=1e-5)

@@ -108,3 +108,9 @@ def test_compressed_models_generate_what_their_own_forward_does(tokenizer_dir, t
         assert out == in_memory.generate(ids, 20, temperature=0)[0, ids.shape[1]:].tolist(), prompt
     streamed = Engine.from_dir(d, EngineConfig(device_budget_mb=0.4))  # of ~0.45 MiB: packed blocks streamed too
     assert streamed.offloader.streamed and [o.token_ids for o in streamed.generate(PROMPTS, GREEDY)] == outs
+    idle = [i for i in streamed.offloader.streamed if i not in streamed.offloader.loaded]  # not prefetched
+    for i in idle:  # off the device a block keeps nothing: no unpacked codes either
+        held = [t for m in streamed.model.blocks[i].modules() for t in
+                [*m._parameters.values(), *m._buffers.values(), *vars(m).values()] if isinstance(t, torch.Tensor)]
+        assert held and all(t.numel() == 0 for t in held), i
+    assert idle
