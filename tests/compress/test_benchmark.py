@@ -16,7 +16,8 @@ def test_the_compression_benchmark_runs_against_torchao(token_dir, tmp_path, cap
     pytest.importorskip("torchao", reason="torchao is a bench dependency")
     out = run(token_dir, tmp_path, capsys, "--no-llmcompressor")
     for line in ("GPTQ int4 g128 (W4A16)", "int8 weight-only per channel", "W8A8 (ours: SmoothQuant a=0.5)",
-                 "W8A8 (ours: SmoothQuant a searched)", "int8 codes, ours vs torchao", "GPTQ vs round-to-nearest at 4 bits", "GPTQ vs round-to-nearest at 3 bits", "latency ms/token"):
+                 "W8A8 (ours: SmoothQuant a searched)", "int8 codes, ours vs torchao", "GPTQ vs round-to-nearest at 4 bits",
+                 "GPTQ vs round-to-nearest at 3 bits", "latency ms/token"):
         assert line in out
     assert "| torchao          ppl" in out and "increase ours/peer" in out and "llm-compressor skipped" in out
 

@@ -2,6 +2,7 @@
 import json
 
 from pipeline.report.blocks import Heading, Para, Pre, Table, figure
+from pipeline.report.redact import scrubbed
 
 
 def _similarity_chart(hist: dict, threshold: float):
@@ -23,7 +24,7 @@ def _similarity_chart(hist: dict, threshold: float):
 def _example(cluster: dict) -> str:
     lines = [f"cluster of {cluster['size']} document(s)"]
     for m in cluster["members"]:
-        snippet = " ".join(m["text"].split())[:220]
+        snippet = " ".join(scrubbed(m["text"]).split())[:220]
         lines.append(f"  [{m['action']}] {m['id']} ({m['source']}): {snippet}")
     return "\n".join(lines)
 

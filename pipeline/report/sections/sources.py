@@ -2,6 +2,7 @@
 import json
 
 from pipeline.report.blocks import Heading, Pre, Table, figure
+from pipeline.report.redact import scrubbed
 
 
 def _chart(sources: dict):
@@ -37,7 +38,7 @@ def render(ctx):
         for s in samples:
             if s["source"] not in shown:
                 shown[s["source"]] = s
-        blocks.append(Heading("A sample of each source", 3))
+        blocks.append(Heading("A sample of each source (personal data replaced as scrub replaces it)", 3))
         for source, s in shown.items():
-            blocks.append(Pre(f"[{source}] {s['id']}\n{s['text'][:400]}"))
+            blocks.append(Pre(f"[{source}] {s['id']}\n{scrubbed(s['text'])[:400]}"))
     return blocks
