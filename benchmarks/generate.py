@@ -2,6 +2,7 @@
 
     python -m benchmarks.generate [--preset cpu_2m] [--new-tokens 64] [--threads 1] [--clients 32]
     python -m benchmarks.generate --rounds 3 --skip llama.cpp,server,kv     # the batch 1 / 16 rows only
+    python -m benchmarks.generate --skip compiled                            # without the compiled engine
 
 One model (conf/model/<preset>, random weights widened so greedy text is not one repeated
 token) is written as a model directory with its transformers export and a GGUF file. On the
@@ -9,6 +10,8 @@ same 16 prompts (8-40 tokens), greedy, 64 new tokens each (EOS ignored):
 
   batch 1   our engine one prompt at a time vs HF generate (LlamaForCausalLM, DynamicCache), 4 prompts
   batch 16  all prompts in one engine batch vs HF generate on the left-padded batch
+            (each row for the eager engine and for EngineConfig(compile=True), whose first,
+            untimed, run compiles its decode step)
   llama.cpp llama-cpp-python on the GGUF, the same 4 prompts one at a time (tokens compared with ours)
   server    our OpenAI server, N concurrent streaming clients (openai package)
   KV cache  bytes held per cached token at the batch-16 peak (most bytes held) vs 2*n_layer*n_kv_head*head_dim*bytes
@@ -165,7 +168,7 @@ def kv_bytes(engine, prompts, new_tokens) -> float:
 def main(argv=None):
     from tokenizers import Tokenizer
 
-    from pipeline.core.inference import Engine
+    from pipeline.core.inference import Engine, EngineConfig
     from pipeline.core.inference.kv_cache import theoretical_bytes_per_token
     from pipeline.model.gguf import export_gguf
 
@@ -175,30 +178,36 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)  # 2 shared cores: more threads only add contention
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: llama.cpp, server, kv")
+    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: compiled, llama.cpp, server, kv")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
-    if skip - {"llama.cpp", "server", "kv"}:
-        ap.error(f"--skip takes llama.cpp, server, kv; got {args.skip!r}")
+    if skip - {"compiled", "llama.cpp", "server", "kv"}:
+        ap.error(f"--skip takes compiled, llama.cpp, server, kv; got {args.skip!r}")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model_dir(Path(tmp), args.preset)
         tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         prompts = prompts_for(tok, 16)
         engine = Engine.from_dir(model_dir)
+        engines = {"ours": engine}
+        if "compiled" not in skip:
+            engines["ours compiled"] = Engine.from_dir(model_dir, EngineConfig(compile=True))
         from transformers import AutoModelForCausalLM
 
         hf = AutoModelForCausalLM.from_pretrained(model_dir / "hf", dtype=torch.float32).eval()
         n = args.new_tokens
         rows = {}
         for batch, group in ((1, prompts[:4]), (16, prompts)):  # batch 1 on 4 prompts: 64 x 4 steps
-            timed = best_of_alternating(args.rounds, {"ours": lambda: ours(engine, group, n, batch),
-                                                      "hf": lambda: hf_generate(hf, group, n, batch)})
-            (t_ours, out_ours), (t_hf, out_hf) = timed["ours"], timed["hf"]
-            same = sum(a == b for a, b in zip(out_ours, out_hf))
-            assert same == len(group), f"batch {batch}: greedy outputs differ on {len(group) - same} prompts"
+            fns = {name: (lambda e=e: ours(e, group, n, batch)) for name, e in engines.items()}
+            # the first call of each (untimed) compiles the compiled engine's decode step
+            timed = best_of_alternating(args.rounds, {**fns, "HF generate": lambda: hf_generate(hf, group, n, batch)})
+            out_hf = timed["HF generate"][1]
+            for name in engines:
+                same = sum(a == b for a, b in zip(timed[name][1], out_hf))
+                assert same == len(group), f"batch {batch}, {name}: greedy outputs differ on {len(group) - same} prompts"
+            out_ours = timed["ours"][1]
             tokens = len(group) * n
-            rows[batch] = [tokens / t for t in (*t_ours, *t_hf)]  # ours wall, ours CPU, HF wall, HF CPU
+            rows[batch] = {name: [tokens / t for t in times] for name, (times, _) in timed.items()}  # wall, CPU
         gguf_row = None if "llama.cpp" in skip else llama_row(model_dir, Path(tmp), prompts, n, args.rounds, out_ours)
         texts = [tok.decode(x, skip_special_tokens=True) for x in prompts]
         wall, total = (None, None) if "server" in skip else server_throughput(model_dir, texts, n, args.clients)
@@ -209,15 +218,18 @@ def main(argv=None):
         hf_kv = floor * len(prompts) * (width + n) / sum(len(x) + n for x in prompts)  # left-padded rectangle
     print(f"model {args.preset}: {engine.model.num_params():,} parameters, {len(prompts)} prompts of "
           f"{min(map(len, prompts))}-{width} tokens, {n} new tokens each, greedy, {args.threads} threads")
-    print("greedy tokens: ours == HF generate on all prompts at batch 1 and 16")
-    for batch, (a, a_cpu, b, b_cpu) in rows.items():
-        print(f"batch {batch:>2}: ours {a:8.1f} tok/s   HF generate {b:8.1f} tok/s   ratio {a / b:.2f}x   "
-              f"| per CPU-second: ours {a_cpu:8.1f}  HF {b_cpu:8.1f}  ratio {a_cpu / b_cpu:.2f}x")
+    print(f"greedy tokens: {' and '.join(engines)} == HF generate on all prompts at batch 1 and 16")
+    for batch, row in rows.items():
+        b, b_cpu = row["HF generate"]
+        for name in engines:
+            a, a_cpu = row[name]
+            print(f"batch {batch:>2}: {name:13s} {a:8.1f} tok/s   HF generate {b:8.1f} tok/s   ratio {a / b:.2f}x   "
+                  f"| per CPU-second: {a_cpu:8.1f} vs {b_cpu:8.1f}  ratio {a_cpu / b_cpu:.2f}x")
     if gguf_row:
         print(gguf_row)
     if wall is not None:
         print(f"server: {args.clients} concurrent streaming clients, {total / wall:.1f} tok/s "
-              f"({total} tokens in {wall:.2f} s; {total / wall / rows[16][0]:.2f}x the offline batch-16 wall rate)")
+              f"({total} tokens in {wall:.2f} s; {total / wall / rows[16]['ours'][0]:.2f}x the offline batch-16 wall rate)")
     if kv is not None:
         print(f"KV cache: {kv:.0f} bytes per cached token at the batch-16 peak vs minimum {floor} "
               f"(ratio {kv / floor:.3f}); HF's left-padded cache {hf_kv:.0f} (ratio {hf_kv / floor:.3f})")

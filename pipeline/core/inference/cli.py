@@ -28,6 +28,7 @@ class EngineArgs:
     max_batch: int = 32
     kv_cache_tokens: int = 0  # 0 = max_batch full contexts
     device_budget_mb: float = 0.0  # weights kept on the device; the rest streamed in per layer (0 = all)
+    compile: bool = False  # decode steps through torch.compile (CPU): slow first steps, faster after
 
     def engine(self):
         from pipeline.core.inference.engine import Engine
@@ -36,7 +37,7 @@ class EngineArgs:
             raise StageError("model=DIR is required: a model directory (pretrain, finetune or compress output)")
         try:
             cfg = EngineConfig(block_size=self.block_size, max_batch=self.max_batch, kv_cache_tokens=self.kv_cache_tokens,
-                               device=self.device, device_budget_mb=self.device_budget_mb)
+                               device=self.device, device_budget_mb=self.device_budget_mb, compile=self.compile)
         except ValueError as err:
             raise StageError(f"bad engine setting: {err}") from None
         return Engine.from_dir(self.model, cfg, kernels=self.kernels)

@@ -44,6 +44,9 @@ class EngineConfig:
     # Device memory for the model's weights in MiB (0 = all on the device); blocks that do not
     # fit stay on the host and are moved in just before use (offload.py).
     device_budget_mb: float = 0.0
+    # Decode steps through torch.compile (compiled.py): CPU only; the first steps of each new
+    # shape class compile (tens of seconds), then a step costs less than the eager one.
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("block_size", "max_batch", "max_prefill_tokens"):
@@ -132,6 +135,13 @@ class Engine:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._ids = itertools.count()
+        self.compiled = None
+        if self.cfg.compile:
+            if offloader is not None:
+                raise ValueError("compile=true and device_budget_mb (layers streamed in) cannot be combined")
+            from pipeline.core.inference.compiled import CompiledDecode
+
+            self.compiled = CompiledDecode(self.model)
         self.stats = {"steps": 0, "preempted": 0, "aborted": 0, "peak_running": 0, "prefix_tokens_shared": 0,
                       "prompt_tokens_computed": 0}
 
@@ -254,8 +264,13 @@ class Engine:
             start = seq.table.num_tokens
             todo = seq.tokens_from(start)
             slots = self.cache.append_slots(seq.table, len(todo))
-            segments.append((todo, start, seq.table.blocks, slots))
-        logits = forward(self.model, self.cache, Batch.build(segments, self.device), self.offloader)
+            segments.append((todo, start, seq.table.blocks, slots, seq.table.serial))
+        batch = Batch.build(segments, self.device)
+        logits = None
+        if self.compiled is not None and self.compiled.applies(batch):
+            logits = self.compiled(self.cache, batch)  # None: compiling failed, decode eagerly
+        if logits is None:
+            logits = forward(self.model, self.cache, batch, self.offloader)
         picks = sample(logits, [s.params for s in scheduled], [s.generator for s in scheduled])
         self.stats["steps"] += 1
         self.stats["peak_running"] = max(self.stats["peak_running"], len(scheduled))

@@ -36,6 +36,7 @@ class Segment:
     length: int
     start: int  # position of the first of them in the sequence (= tokens already cached)
     blocks: list[int]
+    serial: int = -1  # of the sequence's block table (kv_cache.BlockTable.serial)
 
 
 @dataclass
@@ -46,14 +47,14 @@ class Batch:
     segments: list[Segment] = field(default_factory=list)
 
     @classmethod
-    def build(cls, segments: list[tuple[list[int], int, list[int], list[int]]], device) -> "Batch":
-        """segments: (tokens, start position, block table, slots) per sequence."""
+    def build(cls, segments: list[tuple[list[int], int, list[int], list[int], int]], device) -> "Batch":
+        """segments: (tokens, start position, block table, slots, table serial) per sequence."""
         tokens, positions, slots, segs, row = [], [], [], [], 0
-        for toks, start, blocks, seg_slots in segments:
+        for toks, start, blocks, seg_slots, serial in segments:
             tokens += toks
             positions += range(start, start + len(toks))
             slots += seg_slots
-            segs.append(Segment(row, len(toks), start, blocks))
+            segs.append(Segment(row, len(toks), start, blocks, serial))
             row += len(toks)
         as_long = lambda x: torch.tensor(x, dtype=torch.long, device=device)
         batch = cls(as_long(tokens), as_long(positions), as_long(slots), segs)

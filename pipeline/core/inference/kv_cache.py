@@ -16,6 +16,7 @@ recently freed first), so a prompt repeated later still finds it, as vLLM's pref
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 
 import numpy as np
@@ -81,6 +82,9 @@ def block_digest(parent: bytes, tokens) -> bytes:
     return hashlib.sha256(parent + np.asarray(tokens, dtype=np.int64).tobytes()).digest()
 
 
+_serials = itertools.count()
+
+
 class BlockTable:
     """The blocks of one sequence and how many of its tokens have keys/values in them."""
 
@@ -88,6 +92,9 @@ class BlockTable:
         self.blocks: list[int] = []
         self.digests: list[bytes] = []  # of the leading full blocks, once registered
         self.num_tokens = 0
+        # Names these contents: renewed when the table is freed, so a decode step can tell that a
+        # row continues the same sequence as at the last step (decode_view.py); an id() can be reused.
+        self.serial = next(_serials)
 
 
 class PagedKVCache:
@@ -164,6 +171,7 @@ class PagedKVCache:
         for block in table.blocks:
             self.allocator.release(block)
         table.blocks, table.digests, table.num_tokens = [], [], 0
+        table.serial = next(_serials)
 
     def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store keys/values (N, n_kv_head, head_dim) of N tokens at their slots."""
