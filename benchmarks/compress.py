@@ -261,7 +261,7 @@ def code_agreement(base, mine, theirs) -> dict:
 
 def _row(label, base_ppl, mine, theirs=None, peer=""):
     inc = mine["ppl"] - base_ppl
-    cells = f"{label:<34} ours ppl {mine['ppl']:9.4f} (+{inc:7.4f})"
+    cells = f"{label:<36} ours ppl {mine['ppl']:9.4f} (+{inc:7.4f})"
     if theirs is None:
         return cells
     inc_p = theirs["ppl"] - base_ppl
