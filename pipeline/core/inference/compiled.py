@@ -75,8 +75,10 @@ class CompiledDecode:
         if model.cfg.prefix_tokens:
             raise ValueError("compile=true does not support prefix tuning's learned keys and values")
         self.model = model
-        # dynamic: one graph for every batch size and context length, not one per step's shape
-        self.fn = torch.compile(decode_layers, dynamic=True)
+        # dynamic: one graph for every batch size and context length, not one per step's shape.
+        # size_asserts: inductor's check of every input's size and stride on each call, ~60 a
+        # step here; the view's and the pool's layouts are fixed by this file.
+        self.fn = torch.compile(decode_layers, dynamic=True, options={"size_asserts": False})
         self.view = DecodeView()
         self.failed = False
 
