@@ -60,3 +60,12 @@ def test_compile_refuses_what_it_cannot_compile(tok):
     model = random_model()
     with pytest.raises(ValueError, match="device_budget_mb"):
         Engine(model, tok, EngineConfig(compile=True), offloader=LayerOffloader(model, "cpu", 2**19))
+
+
+def test_compile_true_on_the_command_line_reaches_the_engine(model_dir):
+    from pipeline.core.inference.cli import GenerateArgs, parse
+    from pipeline.core.inference.compiled import CompiledDecode
+
+    assert parse([f"model={model_dir}", "prompt=hi"], GenerateArgs).engine().compiled is None
+    engine = parse([f"model={model_dir}", "prompt=hi", "compile=true"], GenerateArgs).engine()
+    assert isinstance(engine.compiled, CompiledDecode)

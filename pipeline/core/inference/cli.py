@@ -2,7 +2,11 @@
 
     python -m pipeline generate model=DIR prompt="Once upon a time" [max_tokens=64 temperature=0.8
         top_k=40 top_p=0.95 seed=0 stop="." stream=true chat=true system="..." device_budget_mb=1]
-    python -m pipeline serve model=DIR [port=8000 host=127.0.0.1 name=NAME max_batch=32]
+    python -m pipeline serve model=DIR [port=8000 host=127.0.0.1 name=NAME max_batch=32 compile=true]
+
+``compile=true`` (CPU) compiles the decode step: the first steps take tens of seconds, later
+ones less than eager ones (benchmarks/generate.py prints both), so it pays off in a server or
+a long batch, not in a one-off prompt.
 
 ``prompt`` and ``stop`` may be given several times (several prompts are batched together).
 With ``chat=true`` the prompt is the user's message, rendered with the model's chat template.
