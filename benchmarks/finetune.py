@@ -66,9 +66,12 @@ def methods(base: Path, tokens: Path | None, out: Path, args) -> dict:
                            dpo={"beta": args.beta, "rpo_alpha": args.rpo_alpha}, train=_lr(args.dpo_lr), **pref)
     runs["reward"] = finetune("reward", sft, out, args.dpo_steps, tokens, method="reward", **pref)
     if not args.quick:
+        # A fixed pool of prompts, seen again every few steps: the reward curve then compares the
+        # same prompts early and late (over a fresh draw each step, which prompts came up moved the
+        # per-step reward more than training did); held-out exact match says what carried over.
         runs["rl"] = finetune("rl", sft, out, args.rl_steps, tokens, method="rl", heldout_examples=args.heldout,
-                              rl={"max_new_tokens": 12}, train={"batch_size": args.rl_prompts, "log_every": 1,
-                                                                **_lr(args.rl_lr)})
+                              train_examples=args.rl_pool, rl={"max_new_tokens": 12},
+                              train={"batch_size": args.rl_prompts, "log_every": 1, **_lr(args.rl_lr)})
     return runs
 
 
@@ -164,8 +167,8 @@ def report(runs: dict, args) -> None:
     if "rl" in runs:
         curve = [v for _, v in runs["rl"]["reward_curve"]]
         k = max(len(curve) // 5, 1)
-        print(f"RL (GRPO on the tasks' answers): mean sampled reward over the first {k} steps "
-              f"{statistics.mean(curve[:k]):.3f} -> last {k} steps {statistics.mean(curve[-k:]):.3f}")
+        print(f"RL (GRPO on the tasks' answers, {args.rl_pool} training prompts): mean sampled reward over the first "
+              f"{k} steps {statistics.mean(curve[:k]):.3f} -> last {k} steps {statistics.mean(curve[-k:]):.3f}")
 
 
 def main(argv=None) -> int:
@@ -183,6 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="DPO's NLL weight on the chosen replies (as the default DAG)")
     p.add_argument("--rl-steps", type=int, default=0, help="0: the stage's")
     p.add_argument("--rl-prompts", type=int, default=8, help="prompts per RL step (each sampled rl.group_size times)")
+    p.add_argument("--rl-pool", type=int, default=64, help="the RL prompts (over all tasks), each seen every pool/prompts steps")
     p.add_argument("--rl-lr", type=float, default=0.0, help="0: the stage's")
     p.add_argument("--time-steps", type=int, default=40, help="steps of each trainer timed for the step time")
     p.add_argument("--work", type=Path, help="where the runs go (default: a new temporary directory)")

@@ -13,5 +13,5 @@ def test_the_finetune_benchmark_prints_every_method_and_the_step_time_ratio(base
     for method in ("sft", "lora", "prompt", "prefix", "dpo", "rl"):
         assert f"\n{method:<8} {method:<7} " in out
     for line in ("held-out preference accuracy", "reward model (from sft): held-out accuracy",
-                 "RL (GRPO on the tasks' answers)", "TRL / ours = "):
+                 "RL (GRPO on the tasks' answers", "TRL / ours = "):
         assert line in out
