@@ -27,8 +27,10 @@ REQUESTS = [("the quick brown", {"until": ["."], "max_gen_toks": 30}),
             ("five dozen", {"max_gen_toks": 96})]  # no room at all: the old path's sliding window
 
 
-def test_engine_generation_equals_the_one_at_a_time_path(tok, monkeypatch):
-    model = random_model()  # max_seq_len 96
+@pytest.mark.parametrize("variant", [{}, {"prompt_tokens": 3}, {"prefix_tokens": 2}],
+                         ids=["plain", "prompt-tuned", "prefix-tuned"])
+def test_engine_generation_equals_the_one_at_a_time_path(tok, monkeypatch, variant):
+    model = random_model(**variant)  # max_seq_len 96
     old = CausalLM(logits_fn(model), tok, 96, batch_size=3)
     new = EngineLM(model, tok, 96, batch_size=3)  # 3 < 7 requests: they join as others leave
     expected = old.generate_until(REQUESTS)
