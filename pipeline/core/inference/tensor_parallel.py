@@ -11,7 +11,19 @@ all-reduce sums the partial outputs. The MLP likewise: gate/up column-parallel, 
 row-parallel. Two all-reduces per block, as Megatron. Embedding, norms and head are
 replicated, so every process holds identical logits and samples the same token (each
 request's seeded generator runs in every process). gloo on CPU, nccl on CUDA.
-Sharding slices plain ``nn.Linear`` weights once, at load time.
+
+Sharding slices the weights once, at load time, and covers what the compress stage writes:
+    nn.Linear       rows (column-parallel) or columns (row-parallel) of the weight
+    QuantLinear     rows: codes, scales and zero points of those output channels; columns:
+                    those input columns' codes and their scale/zero groups (a group may not
+                    straddle two processes). Rebuilt through ``QuantLinear.from_codes`` so
+                    the packed words and the unpacked codes agree. W8A8 row-parallel layers
+                    all-reduce each token's max |x| first, so every process quantizes its
+                    columns with the scale one process computes over the whole row.
+    LowRankLinear   column-parallel: rows of ``up``; row-parallel: columns of ``down``, whose
+                    rank-r partial products are summed before the (replicated) ``up``, so
+                    the all-reduce carries r values per token instead of d_model.
+LoRA-wrapped (peft) layers are refused: merge the adapters first.
 """
 from __future__ import annotations
 
@@ -22,8 +34,10 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 
 from pipeline.core.errors import StageError
+from pipeline.model.quantized import LowRankLinear, QuantLinear, quantize_activations_per_token
 
 
 class RowParallel(nn.Module):
@@ -39,14 +53,82 @@ class RowParallel(nn.Module):
         return y
 
 
-def _slice(linear: nn.Linear, rank: int, world: int, dim: int) -> nn.Linear:
-    if type(linear) is not nn.Linear:
-        raise StageError(f"tensor parallelism shards plain nn.Linear layers, got {type(linear).__name__} "
-                         "(merge adapters / dequantize first)")
+class RowParallelW8A8(nn.Module):
+    """A row slice of a W8A8 QuantLinear. Its int8 activation scale is per token over the
+    whole input row, so the processes agree on each token's max |x| (an all-reduce of one
+    value per token) before quantizing their columns: the codes are the ones one process
+    computes, only the float summation of the partial products differs (as for any
+    row-parallel layer)."""
+
+    def __init__(self, linear: QuantLinear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x):
+        amax = x.abs().amax(dim=-1, keepdim=True)
+        dist.all_reduce(amax, op=dist.ReduceOp.MAX)
+        # One extra column holding the row's max makes quantize_activations_per_token pick the
+        # full row's scale (the slice's own max is <= it); the column is dropped after.
+        xq = quantize_activations_per_token(torch.cat([x, amax], dim=-1), self.linear.act_bits)[..., :-1]
+        y = F.linear(xq, self.linear.dequantized_weight().to(x.dtype))  # QuantLinear's W8A8 product
+        dist.all_reduce(y)
+        return y
+
+
+def _slice_linear(linear: nn.Linear, rank: int, world: int, dim: int) -> nn.Linear:
     w = linear.weight.detach().chunk(world, dim=dim)[rank].contiguous()
     out = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
     out.weight = nn.Parameter(w, requires_grad=False)
     return out
+
+
+def _slice_quant(m: QuantLinear, rank: int, world: int, dim: int, name: str) -> QuantLinear:
+    codes, scale, zero = m.codes(), m.weight_scale.detach(), m.zero_points()
+    if dim == 0:
+        codes, scale, zero = (t.chunk(world, dim=0)[rank] for t in (codes, scale, zero))
+    else:
+        if m.group_size and (m.in_features // world) % m.group_size:
+            raise StageError(f"tensor parallelism over {world} processes splits {name}'s {m.in_features} input "
+                             f"columns into {m.in_features // world}, not a multiple of its quantization "
+                             f"group_size {m.group_size}: a group would straddle two processes")
+        codes = codes.chunk(world, dim=1)[rank]
+        if m.group_size:  # per-channel (group_size 0): one scale per row, the same for every slice
+            scale, zero = scale.chunk(world, dim=1)[rank], zero.chunk(world, dim=1)[rank]
+    # from_codes packs on the host; the slice goes back where the layer was
+    out = QuantLinear.from_codes(codes.cpu(), scale.cpu(), zero.cpu(), m.bits, m.group_size, m.symmetric,
+                                 m.act_bits)
+    return out.to(m.weight_scale.device).requires_grad_(False)
+
+
+def _column(m: nn.Module, rank: int, world: int, name: str) -> nn.Module:
+    """This process's output rows of ``m``."""
+    if isinstance(m, QuantLinear):
+        return _slice_quant(m, rank, world, 0, name)
+    if isinstance(m, LowRankLinear):
+        out = LowRankLinear(m.in_features, m.out_features // world, m.rank)
+        out.down, out.up = m.down, _slice_linear(m.up, rank, world, 0)
+        return out
+    return _slice_linear(_plain(m, name), rank, world, 0)
+
+
+def _row(m: nn.Module, rank: int, world: int, name: str) -> nn.Module:
+    """This process's input columns of ``m``, its partial outputs summed over the processes."""
+    if isinstance(m, QuantLinear):
+        part = _slice_quant(m, rank, world, 1, name)
+        return RowParallelW8A8(part) if m.act_bits else RowParallel(part)
+    if isinstance(m, LowRankLinear):
+        out = LowRankLinear(m.in_features // world, m.out_features, m.rank)
+        out.down, out.up = RowParallel(_slice_linear(m.down, rank, world, 1)), m.up
+        return out
+    return RowParallel(_slice_linear(_plain(m, name), rank, world, 1))
+
+
+def _plain(m: nn.Module, name: str) -> nn.Linear:
+    if type(m) is not nn.Linear:
+        hint = "merge the LoRA adapters first" if type(m).__module__.startswith("peft") else \
+            "it shards nn.Linear, QuantLinear and LowRankLinear"
+        raise StageError(f"tensor parallelism cannot shard {name} ({type(m).__module__}.{type(m).__name__}): {hint}")
+    return m
 
 
 def shard(model, rank: int, world: int):
@@ -55,12 +137,18 @@ def shard(model, rank: int, world: int):
     if cfg.n_kv_head % world or cfg.n_head % world or cfg.d_mlp % world:
         raise StageError(f"tensor parallelism over {world} processes needs n_head ({cfg.n_head}), n_kv_head "
                          f"({cfg.n_kv_head}) and d_mlp ({cfg.d_mlp}) divisible by {world}")
-    for block in model.blocks:
-        attn, mlp = block.attn, block.mlp
-        attn.q_proj, attn.k_proj, attn.v_proj = (_slice(m, rank, world, 0) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
-        attn.o_proj = RowParallel(_slice(attn.o_proj, rank, world, 1))
-        mlp.gate_proj, mlp.up_proj = (_slice(m, rank, world, 0) for m in (mlp.gate_proj, mlp.up_proj))
-        mlp.down_proj = RowParallel(_slice(mlp.down_proj, rank, world, 1))
+    seen = set()
+    for i, block in enumerate(model.blocks):
+        if id(block) in seen:  # a block tied to an earlier one (shared_blocks) is already sharded
+            continue
+        seen.add(id(block))
+        for part, columns, rows in ((block.attn, ("q_proj", "k_proj", "v_proj"), ("o_proj",)),
+                                    (block.mlp, ("gate_proj", "up_proj"), ("down_proj",))):
+            prefix = f"blocks.{i}.{'attn' if part is block.attn else 'mlp'}"
+            for n in columns:
+                setattr(part, n, _column(getattr(part, n), rank, world, f"{prefix}.{n}"))
+            for n in rows:
+                setattr(part, n, _row(getattr(part, n), rank, world, f"{prefix}.{n}"))
     return model
 
 
