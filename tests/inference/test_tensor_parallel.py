@@ -112,3 +112,13 @@ def test_lora_wrapped_layers_are_refused_by_name():
     lora = get_peft_model(random_model(), LoraConfig(r=4, target_modules=["v_proj"])).base_model.model
     with pytest.raises(StageError, match=r"blocks\.0\.attn\.v_proj .*merge the LoRA adapters"):
         shard(lora, 0, 2)
+
+
+def test_blocks_tied_together_are_sharded_once():
+    from pipeline.model.quantized import tie_blocks
+
+    model = random_model(n_layer=3)
+    tie_blocks(model, [[0, 2]])  # ALBERT-style sharing, as compression.json's shared_blocks asks
+    shard(model, 0, 2)
+    assert model.blocks[2] is model.blocks[0] and model.blocks[0].attn.q_proj.weight.shape == (32, 64)
+    assert type(model.blocks[0].attn.o_proj.linear) is torch.nn.Linear  # not a slice of a slice
