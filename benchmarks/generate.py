@@ -12,7 +12,11 @@ same 16 prompts (8-40 tokens), greedy, 64 new tokens each (EOS ignored):
   batch 16  all prompts in one engine batch vs HF generate on the left-padded batch
             (each row for the eager engine and for EngineConfig(compile=True), whose first,
             untimed, run compiles its decode step)
-  llama.cpp llama-cpp-python on the GGUF, the same 4 prompts one at a time (tokens compared with ours)
+  llama.cpp llama-cpp-python on the GGUF, the same 4 prompts one at a time (tokens compared with ours),
+            twice, timed in turn with our batch-1 run: its high-level ``Llama.generate`` (a
+            Python sampling chain per token) and a greedy loop on its low-level API
+            (llama_decode + argmax of the last logits, llama.cpp's examples/simple loop), so
+            the wrapper's share of the time shows
   server    our OpenAI server, N concurrent streaming clients (openai package)
   KV cache  bytes held per cached token at the batch-16 peak (most bytes held) vs 2*n_layer*n_kv_head*head_dim*bytes
             (HF's padded cache alongside)
@@ -122,6 +126,29 @@ def llama_cpp_generate(llm, prompts, new_tokens):
     return outs
 
 
+def llama_cpp_decode_loop(llm, prompts, new_tokens):
+    """Greedy through the C API only: one llama_decode per token and numpy's argmax of the
+    last position's logits, on the Llama object's own context (same threads, same KV size)."""
+    import llama_cpp
+    import numpy as np
+
+    ctx, vocab = llm.ctx, llm.n_vocab()
+    memory = llama_cpp.llama_get_memory(ctx)
+    outs = []
+    for x in prompts:
+        llama_cpp.llama_memory_clear(memory, True)
+        feed, toks = (llama_cpp.llama_token * len(x))(*x), []
+        while len(toks) < new_tokens:
+            # llama_batch_get_one: positions continue from the cache, logits of the last token only
+            if (rc := llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(feed, len(feed)))) != 0:
+                raise RuntimeError(f"llama_decode returned {rc} after {len(toks)} tokens")
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,))
+            toks.append(int(logits.argmax()))
+            feed = (llama_cpp.llama_token * 1)(toks[-1])
+        outs.append(toks)
+    return outs
+
+
 def server_throughput(model_dir, prompts_text, new_tokens, clients: int) -> tuple[float, int]:
     import openai
 
@@ -205,10 +232,10 @@ def main(argv=None):
             for name in engines:
                 same = sum(a == b for a, b in zip(timed[name][1], out_hf))
                 assert same == len(group), f"batch {batch}, {name}: greedy outputs differ on {len(group) - same} prompts"
-            out_ours = timed["ours"][1]
             tokens = len(group) * n
             rows[batch] = {name: [tokens / t for t in times] for name, (times, _) in timed.items()}  # wall, CPU
-        gguf_row = None if "llama.cpp" in skip else llama_row(model_dir, Path(tmp), prompts, n, args.rounds, out_ours)
+        gguf_row = None if "llama.cpp" in skip else llama_row(model_dir, Path(tmp), prompts, n, args.rounds,
+                                                                lambda: ours(engine, prompts[:4], n, 1))
         texts = [tok.decode(x, skip_special_tokens=True) for x in prompts]
         wall, total = (None, None) if "server" in skip else server_throughput(model_dir, texts, n, args.clients)
         kv = None if "kv" in skip else kv_bytes(Engine.from_dir(model_dir), prompts, n)
@@ -235,7 +262,9 @@ def main(argv=None):
               f"(ratio {kv / floor:.3f}); HF's left-padded cache {hf_kv:.0f} (ratio {hf_kv / floor:.3f})")
 
 
-def llama_row(model_dir, tmp, prompts, n, rounds, ours_out) -> str | None:
+def llama_row(model_dir, tmp, prompts, n, rounds, ours_fn) -> str | None:
+    """``ours_fn``: our engine's batch-1 run on the same 4 prompts, timed in turn with the two
+    llama.cpp loops so machine load lands on all three alike."""
     try:
         import llama_cpp
     except ImportError:
@@ -245,11 +274,21 @@ def llama_row(model_dir, tmp, prompts, n, rounds, ours_out) -> str | None:
     path = export_gguf(model_dir, tmp / "model.gguf")
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_batch=256, n_threads=torch.get_num_threads(),
                           verbose=False)
-    (t, t_cpu), out = best_of_alternating(rounds, {"llama.cpp": lambda: llama_cpp_generate(llm, prompts[:4], n)})["llama.cpp"]
+    timed = best_of_alternating(rounds, {"ours": ours_fn,
+                                         "Llama.generate": lambda: llama_cpp_generate(llm, prompts[:4], n),
+                                         "llama_decode loop": lambda: llama_cpp_decode_loop(llm, prompts[:4], n)})
     llm.close()
-    same = sum(a == b for a, b in zip(out, ours_out))
-    return (f"llama.cpp (GGUF f32) batch 1: {4 * n / t:8.1f} tok/s ({4 * n / t_cpu:.1f} per CPU-second); greedy tokens equal ours on "
-            f"{same}/4 prompts (a differing one is a near-tie: f32 sums in another order)")
+    (t_ours, t_ours_cpu), ours_out = timed.pop("ours")
+    ours_rate, ours_rate_cpu = 4 * n / t_ours, 4 * n / t_ours_cpu
+    lines = []
+    for name, ((t, t_cpu), out) in timed.items():
+        same = sum(a == b for a, b in zip(out, ours_out))
+        rate, rate_cpu = 4 * n / t, 4 * n / t_cpu
+        lines.append(f"llama.cpp (GGUF f32) batch 1, {name:17s}: {rate:8.1f} tok/s   ours {ours_rate:8.1f} tok/s   "
+                     f"ratio {ours_rate / rate:.2f}x   | per CPU-second: {ours_rate_cpu:8.1f} vs {rate_cpu:8.1f}  ratio "
+                     f"{ours_rate_cpu / rate_cpu:.2f}x; greedy tokens equal ours on {same}/4 prompts (a differing one "
+                     f"is a near-tie: f32 sums in another order)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
