@@ -12,7 +12,8 @@ def test_the_generation_benchmark_runs_and_prints_its_ratios(capsys):
     for line in ("batch  1: ours ", "batch 16: ours ", "batch  1: ours compiled", "batch 16: ours compiled",
                  "server: 2 concurrent streaming clients", "KV cache:"):
         assert line in out and "ratio" in out
-    assert "llama.cpp (GGUF f32) batch 1:" in out
+    for loop in ("Llama.generate", "llama_decode loop"):  # the high-level wrapper and the C API loop
+        assert f"llama.cpp (GGUF f32) batch 1, {loop}" in out and "greedy tokens equal ours on" in out
 
 
 @pytest.mark.slow  # builds the benchmark's model and its HF export: ~15 s on 2 cores
