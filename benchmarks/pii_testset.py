@@ -206,7 +206,7 @@ def _decoy(fakes, rng, doc: Doc) -> None:
     elif what == "not_luhn":
         while True:
             digits = "4" + "".join(str(rng.randint(0, 9)) for _ in range(15))
-            from pipeline.scrub.detect import luhn
+            from pipeline.core.pii.detect import luhn
 
             if not luhn(digits):
                 break
@@ -255,7 +255,7 @@ def _decoy(fakes, rng, doc: Doc) -> None:
 def generate(n_docs: int = 2000, seed: int = SEED) -> list[Doc]:
     from faker import Faker
 
-    from pipeline.scrub.detect import KINDS
+    from pipeline.core.pii.detect import KINDS
 
     Faker.seed(seed)
     random.seed(seed)
@@ -324,7 +324,7 @@ def table(result: dict) -> str:
 
 def ours(cfg=None):
     from pipeline.scrub import Config
-    from pipeline.scrub.detect import find
+    from pipeline.core.pii.detect import find
 
     cfg = cfg or Config()
     kinds, regions = frozenset(cfg.types), tuple(cfg.phone_regions)

@@ -1,9 +1,9 @@
 """scrub: replace personal data (e-mails, phones, cards, IBANs, public IPs, US SSNs, secrets) with placeholders or pseudonyms.
 
 Detection is a regex for candidates and a validator for each type (phonenumbers, Luhn,
-mod-97, ipaddress; see detect.py). Each replacement is a typed placeholder (<EMAIL>,
+mod-97, ipaddress; see pipeline/core/pii/detect.py). Each replacement is a typed placeholder (<EMAIL>,
 <PHONE>, <CREDIT_CARD>, <IBAN>, <IP_ADDRESS>, <US_SSN>, <SECRET>) or, with
-replacement=pseudonym, a fake value consistent within the document (see replace.py).
+replacement=pseudonym, a fake value consistent within the document (see pipeline/core/pii/replace.py).
 stats.json counts every type (`pii`), also per source; each document's meta gets its counts.
 A document that was only PII (an address list) is dropped as `only_pii`; empty ones as `empty`.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.core.shard_jobs import ShardPart, map_or_gather
 from pipeline.scrub.apply import scrub_shard, scrub_text
-from pipeline.scrub.detect import KINDS
+from pipeline.core.pii import DEFAULT_PHONE_REGIONS, KINDS
 from pipeline.core.errors import StageError
 from pipeline.core.step import Input, unkeyed
 
@@ -40,7 +40,7 @@ class Config:
     # Regions whose national formats count as phones ("(415) 555-0134", "020 7946 0958");
     # numbers written with + or 00 are checked against every country. More regions, more
     # recall on national numbers and more risk of reading other digit groups as phones.
-    phone_regions: list[str] = field(default_factory=lambda: ["US", "GB"])
+    phone_regions: list[str] = field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
     drop_only_pii: bool = True  # a document that is nothing but PII (an address list) is dropped
     skip_sources: list[str] = field(default_factory=list)  # fnmatch globs left untouched
     workers: int = unkeyed(1)

@@ -6,8 +6,8 @@ import re
 from collections import Counter
 from fnmatch import fnmatchcase
 
-from pipeline.scrub.detect import find
-from pipeline.scrub.replace import replace
+from pipeline.core.pii.detect import find
+from pipeline.core.pii.replace import replace
 
 # Field labels that may stand next to the values in an address list or a form.
 _LABELS = re.compile(r"(?i)\b(?:e-?mail|mail|tel|telephone|phone|fax|mobile|cell|ip|ssn|iban|card|cc|password|token"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pipeline.core.docs import doc
 from pipeline.scrub import Config, scrub_text
 from pipeline.scrub.apply import scrub_shard
-from pipeline.scrub.detect import KINDS, find, luhn
+from pipeline.core.pii.detect import KINDS, find, luhn
 from tests.fuzz.conftest import RAN
 
 CFG = Config()

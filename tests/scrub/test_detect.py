@@ -2,7 +2,7 @@
 import pytest
 
 from pipeline.scrub import Config, scrub_text
-from pipeline.scrub.detect import iban_valid, luhn
+from pipeline.core.pii.detect import iban_valid, luhn
 
 CFG = Config()
 

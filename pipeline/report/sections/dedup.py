@@ -1,8 +1,8 @@
 """Dedup: clusters found, documents removed, the similarity of checked pairs, example clusters."""
 import json
 
+from pipeline.core.pii import redacted
 from pipeline.report.blocks import Heading, Para, Pre, Table, figure
-from pipeline.report.redact import scrubbed
 
 
 def _similarity_chart(hist: dict, threshold: float):
@@ -24,7 +24,7 @@ def _similarity_chart(hist: dict, threshold: float):
 def _example(cluster: dict) -> str:
     lines = [f"cluster of {cluster['size']} document(s)"]
     for m in cluster["members"]:
-        snippet = " ".join(scrubbed(m["text"]).split())[:220]
+        snippet = " ".join(redacted(m["text"]).split())[:220]
         lines.append(f"  [{m['action']}] {m['id']} ({m['source']}): {snippet}")
     return "\n".join(lines)
 

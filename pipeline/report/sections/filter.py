@@ -3,8 +3,8 @@ from collections import defaultdict
 
 import pyarrow.parquet as pq
 
+from pipeline.core.pii import redacted
 from pipeline.report.blocks import Heading, Para, Pre, Table, figure
-from pipeline.report.redact import scrubbed
 
 
 def _examples(d, per_rule: int) -> dict:
@@ -77,6 +77,6 @@ def render(ctx):
             blocks.append(Heading("Examples per rule", 3))
             for reason in [r[0] for r in rows]:
                 for row in examples.get(reason, []):
-                    text = " ".join(scrubbed(row["text"])[:300].split())
+                    text = " ".join(redacted(row["text"])[:300].split())
                     blocks.append(Pre(f"[{reason}] {row['id']} ({row['source']})\n{text}"))
     return blocks

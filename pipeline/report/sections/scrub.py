@@ -43,7 +43,7 @@ def render(ctx):
             Heading(f"Personal data ({label}, key {d.name})"),
             Para(f"{s.get('docs_with_pii', 0):,} of {s['docs_in']:,} documents held personal data; "
                  f"{sum(pii.values()):,} spans were replaced. Each type has a validator (phonenumbers, Luhn, "
-                 f"mod-97, public IP ranges, SSN ranges, secret formats): see pipeline/scrub/detect.py. "
+                 f"mod-97, public IP ranges, SSN ranges, secret formats): see pipeline/core/pii/detect.py. "
                  f"Dropped: {s.get('dropped') or 'none'}."),
             Table(["type", "replaced"], [[k, pii[k]] for k in kinds] or [["(none)", 0]]),
         ]

@@ -1,8 +1,8 @@
 """Sources: documents and bytes per source collected, as a table, a bar chart and samples."""
 import json
 
+from pipeline.core.pii import redacted
 from pipeline.report.blocks import Heading, Pre, Table, figure
-from pipeline.report.redact import scrubbed
 
 
 def _chart(sources: dict):
@@ -40,5 +40,5 @@ def render(ctx):
                 shown[s["source"]] = s
         blocks.append(Heading("A sample of each source (personal data replaced as scrub replaces it)", 3))
         for source, s in shown.items():
-            blocks.append(Pre(f"[{source}] {s['id']}\n{scrubbed(s['text'])[:400]}"))
+            blocks.append(Pre(f"[{source}] {s['id']}\n{redacted(s['text'])[:400]}"))
     return blocks

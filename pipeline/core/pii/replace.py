@@ -8,7 +8,7 @@ placeholder (<CREDIT_CARD_2>). The same value gets the same pseudonym within a d
 """
 from __future__ import annotations
 
-from pipeline.scrub.detect import Span
+from pipeline.core.pii.detect import Span
 
 PLACEHOLDERS = {
     "email": "<EMAIL>", "phone": "<PHONE>", "credit_card": "<CREDIT_CARD>", "iban": "<IBAN>",
