@@ -119,10 +119,11 @@ class Config:
     heldout_examples: int = 50  # held-out problems per task scored before and after (0 = skip)
     packing: bool = False  # concatenate examples into full rows instead of padding each batch
     virtual_tokens: int = 16  # method=prompt|prefix: learned virtual tokens before every conversation
-    # method=lora|prompt|prefix: also train the embedding rows (tied with the head) of the special
-    # tokens the chat template writes. A base that never saw a chat has random rows there and no
-    # way to predict the end-of-turn marker, so without them its replies never stop.
-    train_chat_tokens: bool = True
+    # method=lora|prompt|prefix: embedding rows (tied with the head) trained beside the adapter.
+    # chat: the special tokens the chat template writes (a base that never saw a chat has random
+    # rows there and no way to predict the end-of-turn marker, so its replies never stop) |
+    # data: those and every token of the training examples | none
+    trainable_tokens: str = "chat"
     seed: int = 1234
     train: TrainConfig = field(default_factory=_train_defaults)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -143,6 +144,8 @@ class Config:
             problems.append(f"finetune.tasks: unknown {unknown}; the generated tasks are {list(TASKS)}")
         if self.rl.reward not in ("task", "model"):
             problems.append(f"finetune.rl.reward must be task|model, got {self.rl.reward!r}")
+        if self.trainable_tokens not in ("chat", "data", "none"):
+            problems.append(f"finetune.trainable_tokens must be chat|data|none, got {self.trainable_tokens!r}")
         if self.rl.scale_rewards not in ("group", "none"):
             problems.append(f"finetune.rl.scale_rewards must be group|none, got {self.rl.scale_rewards!r}")
         if self.rl.temperature <= 0:

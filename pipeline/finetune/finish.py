@@ -16,7 +16,7 @@ from pipeline.core.train import metrics
 from pipeline.core.train.loop import Trained, publish_run_files, throughput
 from pipeline.finetune import batches as B
 from pipeline.finetune import losses, replies
-from pipeline.finetune.models import (ADAPTER_DIR, RewardModel, chat_token_ids, lora_wrap, merge_token_rows,
+from pipeline.finetune.models import (ADAPTER_DIR, RewardModel, lora_wrap, merge_token_rows,
                                      save_reward, save_token_rows, save_virtual_adapter, train_token_rows,
                                      virtual_config)
 
@@ -102,7 +102,7 @@ def write_model(ctx, run: Trained, out: Path):
     from pipeline.model.io import save_model_dir
 
     method, tokenizer, meta = ctx.cfg.method, ctx.model_dir / "tokenizer.json", _meta(ctx)
-    token_rows = chat_token_ids(ctx.tok) if run.stats.get("trained_token_rows") else []
+    token_rows = ctx.token_rows
     if method == "reward":
         backbone = copy.deepcopy(ctx.base).cpu()
         save_reward(out, run.weights, backbone, tokenizer, meta, ctx.log)

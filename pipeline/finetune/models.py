@@ -124,7 +124,7 @@ def load_token_rows(model: nn.Module, folder: Path) -> nn.Module:
 
     path = Path(folder) / TOKEN_ROWS
     if not path.is_file():
-        return model  # trained with finetune.train_chat_tokens=false: the adapter alone
+        return model  # trained with finetune.trainable_tokens=none: the adapter alone
     state = load_weights(path)
     train_token_rows(model, state["ids"].tolist())
     with torch.no_grad():

@@ -46,6 +46,7 @@ class Context:
     dropped: Counter = field(default_factory=Counter)  # reason -> examples set aside
     kept: int = 0  # examples trained or validated on (examples_in = kept + dropped)
     safety_examples: int = 0  # built-in safety conversations mixed in
+    token_rows: list = field(default_factory=list)  # embedding rows trained beside an adapter
 
     @property
     def rank(self) -> int:
@@ -124,6 +125,17 @@ def _mean_loss(model, rows, loss_fn, collate, size: int) -> dict:
     return {f"val_{k.replace('/', '_')}": v / max(len(rows), 1) for k, v in totals.items()}
 
 
+def token_rows(ctx: Context, rows) -> list[int]:
+    """The embedding rows an adapter method trains too (finetune.trainable_tokens)."""
+    kind = ctx.cfg.trainable_tokens
+    if kind == "none":
+        return []
+    ids = set(chat_token_ids(ctx.tok))
+    if kind == "data":
+        ids.update(t for r in rows for t in r.ids)
+    return sorted(ids)
+
+
 def supervised_job(ctx: Context) -> Job:
     from pipeline.finetune import finish
 
@@ -136,9 +148,9 @@ def supervised_job(ctx: Context) -> Job:
         model = virtual_model(ctx.base, cfg.method, cfg.virtual_tokens, virtual_init_ids(ctx.tok))
     elif cfg.method == "sft":
         model = copy.deepcopy(ctx.base)
-    token_rows = chat_token_ids(ctx.tok) if cfg.method in ADAPTER_METHODS and cfg.train_chat_tokens else []
-    if token_rows:
-        train_token_rows(model, token_rows)
+    ctx.token_rows = token_rows(ctx, rows) if cfg.method in ADAPTER_METHODS else []
+    if ctx.token_rows:
+        train_token_rows(model, ctx.token_rows)
     collate = lambda r: B.collate(r, ctx.pad_id)  # noqa: E731
     return Job(name=f"finetune {cfg.method}", model=model, loss=losses.sft_loss,
                batches=B.StepBatches(rows, ctx.tc, ctx.rank, cfg.seed, collate),
@@ -146,7 +158,7 @@ def supervised_job(ctx: Context) -> Job:
                finish=lambda run: finish.publish(ctx, run),
                tokens_per_step=round(ctx.tc.global_batch() * mean_length(rows)),
                flops_per_token=ctx.base.flops_per_token(ctx.seq_len),
-               stats={"train_rows": len(rows), "train_examples": n_train, "trained_token_rows": len(token_rows)})
+               stats={"train_rows": len(rows), "train_examples": n_train, "trained_token_rows": len(ctx.token_rows)})
 
 
 # -- preferences: dpo, reward ---------------------------------------------------------------

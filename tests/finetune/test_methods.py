@@ -83,3 +83,19 @@ def test_rl_settings_are_checked_before_any_work(base_dir, tmp_path):
         run_finetune(base_dir, tmp_path / "a", method="rl", rl={"scale_rewards": "batch"})
     with pytest.raises(StageError, match="rl.temperature must be > 0"):
         run_finetune(base_dir, tmp_path / "b", method="rl", rl={"temperature": 0.0})
+
+
+def test_trainable_tokens_chooses_the_embedding_rows_an_adapter_trains_beside_it(base_dir, tmp_path):
+    from pipeline.core import chat
+    from pipeline.core.errors import StageError
+    from pipeline.finetune.models import chat_token_ids
+
+    width, n_chat = 64, len(chat_token_ids(chat.hf_tokenizer(base_dir)))
+    runs = {k: run_finetune(base_dir, tmp_path / k, method="lora", trainable_tokens=k, train={"steps": 1})
+            for k in ("none", "chat", "data")}
+    assert runs["none"]["trained_token_rows"] == 0 and not (tmp_path / "none" / "adapter" / "token_rows.safetensors").exists()
+    assert runs["chat"]["trained_token_rows"] == n_chat < runs["data"]["trained_token_rows"]
+    for k in ("chat", "data"):
+        assert runs[k]["trainable_params"] == runs["none"]["trainable_params"] + runs[k]["trained_token_rows"] * width
+    with pytest.raises(StageError, match=r"trainable_tokens must be chat\|data\|none"):
+        run_finetune(base_dir, tmp_path / "bad", method="lora", trainable_tokens="all")
