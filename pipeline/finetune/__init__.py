@@ -123,7 +123,7 @@ class Config:
     # chat: the special tokens the chat template writes (a base that never saw a chat has random
     # rows there and no way to predict the end-of-turn marker, so its replies never stop) |
     # data: those and every token of the training examples | none
-    trainable_tokens: str = "chat"
+    trainable_tokens: str = "data"
     seed: int = 1234
     train: TrainConfig = field(default_factory=_train_defaults)
     lora: LoraConfig = field(default_factory=LoraConfig)

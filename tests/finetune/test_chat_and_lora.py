@@ -52,7 +52,7 @@ def test_lora_merged_model_gives_the_logits_of_base_plus_adapter(base_dir, tmp_p
     out = tmp_path / "lora"
     # lr high enough that the adapter moves the logits visibly
     run_finetune(base_dir, out, method="lora", lora={"rank": 4}, train={"steps": 4, "lr": 0.05})
-    x = torch.randint(8, 400, (2, 20))
+    x = torch.randint(8, 400, (2, 20), generator=torch.Generator().manual_seed(0))
     base = load_model(base_dir)
     # the adapter applies to the base with the chat-token rows trained beside it
     with_adapter = PeftModel.from_pretrained(load_token_rows(load_model(base_dir), out / "adapter"),
@@ -61,4 +61,5 @@ def test_lora_merged_model_gives_the_logits_of_base_plus_adapter(base_dir, tmp_p
     with torch.no_grad():
         a, m, b = with_adapter(x)[0], merged(x)[0], base(x)[0]
     assert (a - b).abs().max() > 1e-3  # the adapter changed something
-    assert torch.allclose(m, a, atol=1e-5, rtol=1e-5)
+    # fp32 rounding of W + BA merged once vs applied per call: ~3e-5 here, against a change > 1e-3
+    assert torch.allclose(m, a, atol=1e-4, rtol=1e-5), (m - a).abs().max()

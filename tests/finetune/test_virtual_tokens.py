@@ -60,7 +60,7 @@ def test_only_the_virtual_tokens_train_and_the_saved_model_reloads_and_equals_pe
     from pipeline.finetune.models import chat_token_ids
 
     out = tmp_path / method
-    stats = run_finetune(base_dir, out, method=method, virtual_tokens=4, tasks=["uppercase"],
+    stats = run_finetune(base_dir, out, method=method, virtual_tokens=4, tasks=["uppercase"], trainable_tokens="chat",
                          train={"steps": 4, "lr": 0.05})
     base, tuned = load_model(base_dir), load_model(out)
     assert getattr(tuned.cfg, f"{method}_tokens") == 4
