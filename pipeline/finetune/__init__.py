@@ -16,6 +16,8 @@ One step per method (``method``):
              before every conversation (prompt tuning, Lester et al. 2021)
     prefix   the same, training only virtual_tokens learned keys and values in every layer (prefix
              tuning, Li & Liang 2021; P-tuning v2); prompt and prefix models also write a peft adapter
+             (lora, prompt and prefix also train the embedding rows of the tokens the data uses, as
+             peft's trainable_token_indices: ``trainable_tokens``)
     dpo      direct preference optimisation on (prompt, chosen, rejected) against a frozen reference
     reward   a scalar head on the model, Bradley-Terry loss on the same pairs
     rl       group-relative policy gradient (GRPO / nanochat's chat_rl) on sampled replies
