@@ -114,12 +114,15 @@ def rtn(w: torch.Tensor, bits: int, group_size: int, symmetric: bool):
     return q, scale.reshape(out_f, g), zero.reshape(out_f, g)
 
 
-def quantize_activations_per_token(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+def quantize_activations_per_token(x: torch.Tensor, bits: int = 8, amax: torch.Tensor | None = None) -> torch.Tensor:
     """Dynamic symmetric int-b fake quantization per token (last dim), as W8A8 inference does:
     the int matmul result equals this float matmul of dequantized values. The scale is
-    compressed-tensors' (max|x| / ((qmax - qmin) / 2)), so transformers computes the same."""
+    compressed-tensors' (max|x| / ((qmax - qmin) / 2)), so transformers computes the same.
+    ``amax`` (..., 1): each token's max |x| when ``x`` is a slice of its row (tensor parallelism)."""
     qmin, qmax = qrange(bits)
-    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-8) / ((qmax - qmin) / 2)
+    if amax is None:
+        amax = x.abs().amax(dim=-1, keepdim=True)
+    scale = amax.clamp(min=1e-8) / ((qmax - qmin) / 2)
     return torch.clamp(torch.round(x / scale), qmin, qmax) * scale
 
 

@@ -67,9 +67,7 @@ class RowParallelW8A8(nn.Module):
     def forward(self, x):
         amax = x.abs().amax(dim=-1, keepdim=True)
         dist.all_reduce(amax, op=dist.ReduceOp.MAX)
-        # One extra column holding the row's max makes quantize_activations_per_token pick the
-        # full row's scale (the slice's own max is <= it); the column is dropped after.
-        xq = quantize_activations_per_token(torch.cat([x, amax], dim=-1), self.linear.act_bits)[..., :-1]
+        xq = quantize_activations_per_token(x, self.linear.act_bits, amax)
         y = F.linear(xq, self.linear.dequantized_weight().to(x.dtype))  # QuantLinear's W8A8 product
         dist.all_reduce(y)
         return y
