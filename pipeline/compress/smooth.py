@@ -89,22 +89,25 @@ def smooth_scale(x_max: torch.Tensor, w_max: torch.Tensor, alpha: float) -> torc
     return (x_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
 
 
-def w8a8_error(X: torch.Tensor, W: torch.Tensor, s: torch.Tensor) -> float:
-    """Mean squared output error of int8 per-token activations X / s times int8 per-channel W * s."""
+def w8a8_error(X: torch.Tensor, W: torch.Tensor, s: torch.Tensor, ref: torch.Tensor | None = None) -> float:
+    """Mean squared output error of int8 per-token activations X / s times int8 per-channel W * s
+    against the float output ``ref`` (X @ W.T unless given)."""
     from pipeline.model.quantized import quantize_activations_per_token
 
     Wq = fake_quantize(W * s[None, :], 8, 0, True)
-    return float(((quantize_activations_per_token(X / s[None, :]) @ Wq.T - X @ W.T) ** 2).mean())
+    ref = X @ W.T if ref is None else ref
+    return float(((quantize_activations_per_token(X / s[None, :]) @ Wq.T - ref) ** 2).mean())
 
 
 def searched_smooth_scale(X, x_max, W, w_max, grid: int) -> tuple[torch.Tensor, float | None, float]:
     """The migration strength in {0, 1/grid, ..., 1} or no smoothing at all (None) whose W8A8
     output error on the calibration rows X is least -> (s, alpha, error / unsmoothed error)."""
-    unsmoothed = w8a8_error(X, W, torch.ones_like(x_max))
+    ref = X @ W.T  # the float output every candidate is scored against
+    unsmoothed = w8a8_error(X, W, torch.ones_like(x_max), ref)
     best = (torch.ones_like(x_max), None, unsmoothed)
     for k in range(grid + 1):
         s = smooth_scale(x_max, w_max, k / grid)
-        err = w8a8_error(X, W, s)
+        err = w8a8_error(X, W, s, ref)
         if err < best[2]:
             best = (s, k / grid, err)
     return best[0], best[1], best[2] / max(unsmoothed, 1e-30)
