@@ -26,6 +26,7 @@ from typing import Iterator
 import torch
 
 from pipeline.core.inference.forward import Batch, forward
+from pipeline.core.inference.fused import fuse_projections
 from pipeline.core.inference.kv_cache import BlockTable, PagedKVCache
 from pipeline.core.inference.sampling import SamplingParams, sample
 
@@ -111,8 +112,11 @@ class Sequence:
 
 class Engine:
     def __init__(self, model, tokenizer, cfg: EngineConfig | None = None, eos_id: int | None = None,
-                 offloader=None, kv_heads: int | None = None):
-        """``kv_heads``: key/value heads this process holds (fewer under tensor parallelism)."""
+                 offloader=None, kv_heads: int | None = None, fuse: bool = False):
+        """``kv_heads``: key/value heads this process holds (fewer under tensor parallelism).
+        ``fuse``: merge q/k/v and gate/up into one matmul each (fused.py), which turns the
+        model's weights into views of the merged ones; ``from_dir`` does it on the model it
+        loads, a caller's own model (one it goes on training or saving) is left as it is."""
         self.cfg = cfg or EngineConfig()
         # The model runs on cfg.device; with an offloader it has placed the model already.
         self.model = (model if offloader is not None else model.to(self.cfg.device)).eval()
@@ -135,6 +139,8 @@ class Engine:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._ids = itertools.count()
+        # q/k/v and gate/up as one matmul each (fused.py); streamed blocks keep their layers.
+        self.fused = fuse_projections(self.model) if fuse and offloader is None else None
         self.compiled = None
         if self.cfg.compile:
             if offloader is not None:
@@ -162,7 +168,7 @@ class Engine:
             offloader = LayerOffloader(model, cfg.device, int(cfg.device_budget_mb * 2**20))
         tokenizer = Tokenizer.from_file(str(Path(path) / TOKENIZER))
         special = special_token_ids(path)
-        engine = cls(model, tokenizer, cfg, special.get("eos"), offloader)
+        engine = cls(model, tokenizer, cfg, special.get("eos"), offloader, fuse=True)
         engine.chat_stop_ids = sorted(set((special.get("chat") or {}).values()) | {special.get("eos")} - {None})
         meta = Path(path) / TOKENIZER_META
         if meta.is_file():
@@ -270,7 +276,7 @@ class Engine:
         if self.compiled is not None and self.compiled.applies(batch):
             logits = self.compiled(self.cache, batch)  # None: compiling failed, decode eagerly
         if logits is None:
-            logits = forward(self.model, self.cache, batch, self.offloader)
+            logits = forward(self.model, self.cache, batch, self.offloader, self.fused)
         picks = sample(logits, [s.params for s in scheduled], [s.generator for s in scheduled])
         self.stats["steps"] += 1
         self.stats["peak_running"] = max(self.stats["peak_running"], len(scheduled))

@@ -119,13 +119,17 @@ class Rotary:
         return q[0].transpose(0, 1), k[0].transpose(0, 1)
 
 
-def attention(attn, x, rotary: Rotary | None, cache: PagedKVCache, layer: int, batch: Batch):
-    """The model's Attention module over a batch (x: (N, d_model)), keys/values through the paged cache."""
+def attention(attn, x, rotary: Rotary | None, cache: PagedKVCache, layer: int, batch: Batch, qkv=None):
+    """The model's Attention module over a batch (x: (N, d_model)), keys/values through the paged
+    cache; ``qkv`` (fused.Fused): its q/k/v projections as one matmul."""
     N = x.shape[0]
     hd = attn.cfg.head_dim
-    q = attn.q_proj(x).view(N, -1, hd)
-    k = attn.k_proj(x).view(N, -1, hd)
-    v = attn.v_proj(x).view(N, -1, hd)
+    if qkv is not None and qkv.valid():
+        q, k, v = (t.view(N, -1, hd) for t in F.linear(x, qkv.weight).split(qkv.sizes, -1))
+    else:
+        q = attn.q_proj(x).view(N, -1, hd)
+        k = attn.k_proj(x).view(N, -1, hd)
+        v = attn.v_proj(x).view(N, -1, hd)
     if attn.cfg.qk_norm:
         q, k = attn.q_norm(q), attn.k_norm(k)
     if rotary is not None:
@@ -155,9 +159,18 @@ def decode_attention(q, cache: PagedKVCache, layer: int, batch: Batch):
     return kernels.paged_attention(q, cache.k[layer], cache.v[layer], batch.decode_tables, batch.decode_lens)
 
 
+def mlp(block, x, gate_up=None):
+    """The block's MLP; ``gate_up`` (fused.Fused): its gate and up projections as one matmul."""
+    if gate_up is None or not gate_up.valid():
+        return block.mlp(x)
+    gate, up = F.linear(x, gate_up.weight).split(gate_up.sizes, -1)
+    return block.mlp.down_proj(kernels.swiglu(gate, up))
+
+
 @torch.inference_mode()
-def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.Tensor:
-    """Logits (num_sequences, vocab) at the last scheduled token of each sequence."""
+def forward(model, cache: PagedKVCache, batch: Batch, offloader=None, fused=None) -> torch.Tensor:
+    """Logits (num_sequences, vocab) at the last scheduled token of each sequence; ``fused``
+    (fused.fuse_projections): each block's merged projections."""
     kernels.set_backend(model.cfg.kernels)
     reference = runs_references(batch.tokens.device)
     if reference and len(batch.decode_rows):
@@ -175,8 +188,9 @@ def forward(model, cache: PagedKVCache, batch: Batch, offloader=None) -> torch.T
     for i, block in enumerate(model.blocks):
         if offloader is not None:
             offloader.before(i)
-        x = x + attention(block.attn, block.attn_norm(x), rotary, cache, i, batch)
-        x = x + block.mlp(block.mlp_norm(x))
+        qkv, gate_up = fused[i] if fused else (None, None)
+        x = x + attention(block.attn, block.attn_norm(x), rotary, cache, i, batch, qkv)
+        x = x + mlp(block, block.mlp_norm(x), gate_up)
         if offloader is not None:
             offloader.after(i)
     h = model.norm(x if batch.all_decode else x[batch.last_rows])  # all decoding: every row is a last one

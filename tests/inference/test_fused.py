@@ -1,0 +1,72 @@
+"""The engine's fused q/k/v and gate/up matmuls (pipeline/core/inference/fused.py): the same
+logits as the model's own layers, no second copy of the weights, and the layers' own modules
+again once a weight stops being a view of the fused one."""
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from pipeline.core.inference import Engine, EngineConfig, SamplingParams
+from pipeline.core.inference.forward import Batch, forward
+from tests.inference.conftest import random_model
+
+GREEDY = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
+PROMPTS = ["the quick brown fox", "Once upon a time", "def main():\n"]
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_dir):
+    return Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+
+
+def prefill_logits(engine, ids, fused):
+    from pipeline.core.inference.kv_cache import BlockTable
+
+    table = BlockTable()
+    slots = engine.cache.append_slots(table, len(ids))
+    batch = Batch.build([(ids, 0, table.blocks, slots, table.serial)], engine.device)
+    out = forward(engine.model, engine.cache, batch, None, fused)
+    engine.cache.free(table)
+    return out
+
+
+def test_fused_step_gives_the_layers_logits_and_tokens(tok):
+    engine = Engine(random_model(), tok, EngineConfig(), fuse=True)
+    assert all(qkv is not None and gu is not None for qkv, gu in engine.fused)
+    ids = tok.encode(PROMPTS[0]).ids
+    torch.testing.assert_close(prefill_logits(engine, ids, engine.fused), prefill_logits(engine, ids, None),
+                               rtol=1e-5, atol=1e-5)
+    fused_out = [c.token_ids for c in engine.generate(PROMPTS, GREEDY)]
+    fused, engine.fused = engine.fused, None
+    assert [c.token_ids for c in engine.generate(PROMPTS, GREEDY)] == fused_out
+    engine.fused = fused
+
+
+def test_layers_weights_are_views_of_the_fused_weight(tok):
+    model = random_model()
+    before = sum(p.numel() for p in model.parameters())
+    engine = Engine(model, tok, EngineConfig(), fuse=True)
+    qkv, gate_up = engine.fused[0]
+    attn = model.blocks[0].attn
+    assert attn.k_proj.weight.untyped_storage().data_ptr() == qkv.weight.untyped_storage().data_ptr()
+    assert model.blocks[0].mlp.up_proj.weight.untyped_storage().data_ptr() == gate_up.weight.untyped_storage().data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == before
+    with torch.no_grad():  # an in-place change of a layer's weight is the fused weight's change
+        attn.v_proj.weight.mul_(2)
+    rows = attn.q_proj.weight.shape[0] + attn.k_proj.weight.shape[0]
+    torch.testing.assert_close(qkv.weight[rows:], attn.v_proj.weight)
+
+
+def test_only_a_model_the_engine_loaded_is_fused(tok, model_dir):
+    assert Engine(random_model(), tok, EngineConfig()).fused is None  # a caller's model keeps its layout
+    assert all(qkv is not None for qkv, _ in Engine.from_dir(model_dir).fused)
+
+
+def test_a_reassigned_weight_falls_back_to_the_layers(tok):
+    model = random_model()
+    engine = Engine(model, tok, EngineConfig(), fuse=True)
+    ids = tok.encode(PROMPTS[1]).ids
+    attn = model.blocks[0].attn
+    with torch.no_grad():
+        attn.q_proj.weight.data = attn.q_proj.weight.detach().clone() * 3  # no longer a view
+    assert not engine.fused[0][0].valid()
+    torch.testing.assert_close(prefill_logits(engine, ids, engine.fused), prefill_logits(engine, ids, None))
