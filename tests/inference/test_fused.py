@@ -7,6 +7,7 @@ from tokenizers import Tokenizer
 
 from pipeline.core.inference import Engine, EngineConfig, SamplingParams
 from pipeline.core.inference.forward import Batch, forward
+from pipeline.core.inference.kv_cache import BlockTable
 from tests.inference.conftest import random_model
 
 GREEDY = SamplingParams(max_tokens=16, temperature=0, ignore_eos=True)
@@ -19,8 +20,6 @@ def tok(tokenizer_dir):
 
 
 def prefill_logits(engine, ids, fused):
-    from pipeline.core.inference.kv_cache import BlockTable
-
     table = BlockTable()
     slots = engine.cache.append_slots(table, len(ids))
     batch = Batch.build([(ids, 0, table.blocks, slots, table.serial)], engine.device)
@@ -36,9 +35,8 @@ def test_fused_step_gives_the_layers_logits_and_tokens(tok):
     torch.testing.assert_close(prefill_logits(engine, ids, engine.fused), prefill_logits(engine, ids, None),
                                rtol=1e-5, atol=1e-5)
     fused_out = [c.token_ids for c in engine.generate(PROMPTS, GREEDY)]
-    fused, engine.fused = engine.fused, None
+    engine.fused = None
     assert [c.token_ids for c in engine.generate(PROMPTS, GREEDY)] == fused_out
-    engine.fused = fused
 
 
 def test_layers_weights_are_views_of_the_fused_weight(tok):
@@ -61,12 +59,14 @@ def test_only_a_model_the_engine_loaded_is_fused(tok, model_dir):
     assert all(qkv is not None for qkv, _ in Engine.from_dir(model_dir).fused)
 
 
-def test_a_reassigned_weight_falls_back_to_the_layers(tok):
+@pytest.mark.parametrize("layer", ["q_proj", "v_proj"])
+def test_a_reassigned_weight_falls_back_to_the_layers(tok, layer):
     model = random_model()
     engine = Engine(model, tok, EngineConfig(), fuse=True)
     ids = tok.encode(PROMPTS[1]).ids
     attn = model.blocks[0].attn
     with torch.no_grad():
-        attn.q_proj.weight.data = attn.q_proj.weight.detach().clone() * 3  # no longer a view
+        proj = getattr(attn, layer)
+        proj.weight.data = proj.weight.detach().clone() * 3  # no longer a view
     assert not engine.fused[0][0].valid()
     torch.testing.assert_close(prefill_logits(engine, ids, engine.fused), prefill_logits(engine, ids, None))

@@ -160,7 +160,8 @@ def decode_attention(q, cache: PagedKVCache, layer: int, batch: Batch):
 
 
 def mlp(block, x, gate_up=None):
-    """The block's MLP; ``gate_up`` (fused.Fused): its gate and up projections as one matmul."""
+    """The block's MLP; ``gate_up`` (fused.Fused): its gate and up projections as one matmul,
+    then what transformer.MLP.forward does with them."""
     if gate_up is None or not gate_up.valid():
         return block.mlp(x)
     gate, up = F.linear(x, gate_up.weight).split(gate_up.sizes, -1)

@@ -13,9 +13,9 @@ Measured (cpu_2m, batch 16, 64 new tokens, one thread, same process, alternating
 fused vs 0.65-0.66 s unfused, ~5%.
 
 Only plain ``nn.Linear`` layers without bias are fused; quantized layers, unmerged LoRA
-wrappers and streamed (offloaded) blocks keep their own modules. ``weights_of`` checks, per
-step, that a layer's weight is still the view (a model moved with ``.to()`` or a weight
-re-assigned is not) and otherwise the step calls the modules, as before.
+wrappers and streamed (offloaded) blocks keep their own modules. ``Fused.valid`` checks, per
+step, that every fused layer's weight is still its view (a model moved with ``.to()`` or a
+weight re-assigned is not) and otherwise the step calls the modules, as before.
 """
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ from torch import nn
 class Fused:
     weight: torch.Tensor  # (sum of out widths, in)
     sizes: tuple[int, ...]  # the out width of each fused layer, in order
-    first: nn.Linear  # the first fused layer, whose weight must still be a view of ``weight``
+    layers: tuple[nn.Linear, ...]
+    views: tuple[int, ...]  # data_ptr of each layer's view into ``weight``
 
     def valid(self) -> bool:
-        return self.first.weight.data_ptr() == self.weight.data_ptr()
+        return all(m.weight.data_ptr() == p for m, p in zip(self.layers, self.views))
 
 
 def _fuse(layers: list) -> Fused | None:
@@ -41,21 +42,15 @@ def _fuse(layers: list) -> Fused | None:
     ws = [m.weight for m in layers]
     if len({(w.device, w.dtype, w.shape[1]) for w in ws}) != 1:
         return None
+    sizes = tuple(w.shape[0] for w in ws)
     with torch.no_grad():
         weight = torch.cat([w.detach() for w in ws])
-        row = 0
-        for m in layers:  # each layer's weight becomes rows of the fused one: no second copy
-            n = m.weight.shape[0]
-            m.weight.data = weight[row:row + n]
-            row += n
-    return Fused(weight, tuple(m.weight.shape[0] for m in layers), layers[0])
+        for m, rows in zip(layers, weight.split(sizes)):  # each weight becomes rows of the fused one
+            m.weight.data = rows
+    return Fused(weight, sizes, tuple(layers), tuple(m.weight.data_ptr() for m in layers))
 
 
 def fuse_projections(model) -> list[tuple[Fused | None, Fused | None]]:
     """(q/k/v, gate/up) per block; None where a block's layers cannot be fused."""
-    out = []
-    for block in model.blocks:
-        attn, mlp = block.attn, block.mlp
-        out.append((_fuse([attn.q_proj, attn.k_proj, attn.v_proj]),
-                    _fuse([mlp.gate_proj, mlp.up_proj]) if hasattr(mlp, "gate_proj") else None))
-    return out
+    return [(_fuse([b.attn.q_proj, b.attn.k_proj, b.attn.v_proj]), _fuse([b.mlp.gate_proj, b.mlp.up_proj]))
+            for b in model.blocks]
