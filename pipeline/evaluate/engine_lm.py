@@ -20,9 +20,12 @@ from pipeline.evaluate.lm import CausalLM, logits_fn
 class EngineLM(CausalLM):
     """A ``CausalLM`` over our ``Transformer`` whose generation goes through the engine."""
 
-    def __init__(self, model, tokenizer, max_length: int, **kwargs):
+    def __init__(self, model, tokenizer, max_length: int, fuse: bool = False, **kwargs):
+        """``fuse``: let the engine merge the model's q/k/v and gate/up weights (inference/fused.py)
+        -- for a model loaded only to be evaluated; a caller's model it might train or save is left as is."""
         super().__init__(logits_fn(model), tokenizer, max_length, **kwargs)
         self.model = model
+        self.fuse = fuse
 
     def greedy_all(self, jobs):
         out: list[list[int] | None] = [None] * len(jobs)
@@ -51,4 +54,4 @@ class EngineLM(CausalLM):
         cfg = EngineConfig(max_batch=self.batch_size, device=self.device)
         cfg.kv_cache_tokens = self.batch_size * (-(-(longest + self.model.cfg.virtual_tokens) // cfg.block_size)
                                                  * cfg.block_size)
-        return Engine(self.model, self.tok.tok, cfg, eos_id=self.tok.eos_id)
+        return Engine(self.model, self.tok.tok, cfg, eos_id=self.tok.eos_id, fuse=self.fuse)

@@ -81,7 +81,7 @@ def load_native(path: Path, batch_size: int = 16, device: str = "cpu", max_lengt
         return CausalLM(logits_fn(model), tok, length, batch_size=batch_size, device=device, prefix_context=True)
     from pipeline.evaluate.engine_lm import EngineLM
 
-    return EngineLM(model, tok, length, batch_size=batch_size, device=device)
+    return EngineLM(model, tok, length, batch_size=batch_size, device=device, fuse=True)  # loaded here, for eval only
 
 
 def load_lm(path: Path, source: str = "auto", batch_size: int = 16, device: str = "cpu", max_length: int = 0) -> tuple[CausalLM, str]:

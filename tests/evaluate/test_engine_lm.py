@@ -27,12 +27,13 @@ REQUESTS = [("the quick brown", {"until": ["."], "max_gen_toks": 30}),
             ("five dozen", {"max_gen_toks": 96})]  # no room at all: the old path's sliding window
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["layers", "fused"])
 @pytest.mark.parametrize("variant", [{}, {"prompt_tokens": 3}, {"prefix_tokens": 2}],
                          ids=["plain", "prompt-tuned", "prefix-tuned"])
-def test_engine_generation_equals_the_one_at_a_time_path(tok, monkeypatch, variant):
+def test_engine_generation_equals_the_one_at_a_time_path(tok, monkeypatch, variant, fuse):
     model = random_model(**variant)  # max_seq_len 96
     old = CausalLM(logits_fn(model), tok, 96, batch_size=3)
-    new = EngineLM(model, tok, 96, batch_size=3)  # 3 < 7 requests: they join as others leave
+    new = EngineLM(model, tok, 96, batch_size=3, fuse=fuse)  # 3 < 7 requests: they join as others leave
     expected = old.generate_until(REQUESTS)
     # A token the model emits mid-reply as a chat end-of-turn id: some reply stops at it.
     stop = old.greedy_all([("the quick brown", [], 30)])[0][3]

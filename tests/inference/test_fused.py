@@ -70,3 +70,18 @@ def test_a_reassigned_weight_falls_back_to_the_layers(tok, layer):
         proj.weight.data = proj.weight.detach().clone() * 3  # no longer a view
     assert not engine.fused[0][0].valid()
     torch.testing.assert_close(prefill_logits(engine, ids, engine.fused), prefill_logits(engine, ids, None))
+
+
+def test_a_second_engine_on_the_model_reuses_the_fused_weight(tok):
+    """evaluate builds an engine per task on one model: the second must not copy the weights again."""
+    model = random_model()
+    first = Engine(model, tok, EngineConfig(), fuse=True)
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    second = Engine(model, tok, EngineConfig(), fuse=True)
+    assert [p.data_ptr() for p in model.parameters()] == ptrs  # the layers still view the first merge
+    for (a_qkv, a_gu), (b_qkv, b_gu) in zip(first.fused, second.fused):
+        assert b_qkv.weight.data_ptr() == a_qkv.weight.data_ptr() and b_qkv.valid()
+        torch.testing.assert_close(b_qkv.weight, a_qkv.weight, rtol=0, atol=0)
+        assert b_gu.weight.data_ptr() == a_gu.weight.data_ptr() and b_gu.valid()
+    assert [c.token_ids for c in second.generate(PROMPTS, GREEDY)] == \
+           [c.token_ids for c in first.generate(PROMPTS, GREEDY)]

@@ -43,11 +43,31 @@ def _fuse(layers: list) -> Fused | None:
     if len({(w.device, w.dtype, w.shape[1]) for w in ws}) != 1:
         return None
     sizes = tuple(w.shape[0] for w in ws)
+    merged = _already_merged(ws, sizes)
+    if merged is not None:  # fused by an earlier engine on this model: the same rows, no new copy
+        return Fused(merged, sizes, tuple(layers), tuple(m.weight.data_ptr() for m in layers))
     with torch.no_grad():
         weight = torch.cat([w.detach() for w in ws])
         for m, rows in zip(layers, weight.split(sizes)):  # each weight becomes rows of the fused one
             m.weight.data = rows
     return Fused(weight, sizes, tuple(layers), tuple(m.weight.data_ptr() for m in layers))
+
+
+def _already_merged(ws: list, sizes: tuple[int, ...]) -> torch.Tensor | None:
+    """The merged weight when ``ws`` are already consecutive rows of one tensor (an engine made
+    earlier on this model fused them), else None. evaluate builds an engine per task on one model;
+    without this each would copy the weights again and the model's layers would move to the copy."""
+    first = ws[0].detach()
+    if not all(w.is_contiguous() and w.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+               for w in ws):
+        return None
+    step = first.element_size() * first.shape[1]
+    ends = [ws[0].data_ptr()]
+    for w, rows in zip(ws, sizes):
+        if w.data_ptr() != ends[-1]:
+            return None
+        ends.append(w.data_ptr() + rows * step)
+    return first.as_strided((sum(sizes), first.shape[1]), (first.shape[1], 1))
 
 
 def fuse_projections(model) -> list[tuple[Fused | None, Fused | None]]:
