@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     p.add_argument("--lora-rank", type=int, default=0, help="LoRA rank, alpha = 2 x rank (0: the stage's)")
     p.add_argument("--lora-lr", type=float, default=0.0, help="0: the stage's")
     p.add_argument("--dpo-steps", type=int, default=0, help="dpo and reward-model steps (0: the stage's)")
-    p.add_argument("--dpo-lr", type=float, default=0.0, help="0: the stage's")
+    p.add_argument("--dpo-lr", type=float, default=5e-4, help="as the default DAG (0: the stage's)")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="DPO's NLL weight on the chosen replies (as the default DAG)")
     p.add_argument("--rl-steps", type=int, default=0, help="0: the stage's")
