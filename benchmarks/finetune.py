@@ -161,6 +161,9 @@ def report(runs: dict, args) -> None:
           f"SFT start {d['heldout_preference_accuracy']['before']:.3f} -> DPO {d['heldout_preference_accuracy']['after']:.3f} "
           f"on {d['heldout_pairs']} pairs; implicit reward accuracy {d['heldout_reward_accuracy']:.3f}, "
           f"margin {d['heldout_reward_margin']:.3f}")
+    print("  per task (before -> after): " + ", ".join(
+        f"{t} {v['before']:.2f} -> {v['after']:.2f}" for t, v in d["heldout_preference_accuracy_by_task"].items()
+        if v["pairs"]))
     r = runs["reward"]
     print(f"reward model (from sft): held-out accuracy {r['heldout_accuracy']:.3f} on {r['heldout_pairs']} pairs "
           f"(chance 0.5), mean margin {r['heldout_margin']:.3f}")

@@ -44,21 +44,36 @@ def pair_logps(ctx, model, rows) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(chosen), torch.cat(rejected)
 
 
-def heldout_pairs(ctx):
-    pairs = [dict(p) for rows in ctx.examples.heldout.values() for p in rows] or ctx.examples.validation
-    return B.encode_all(ctx.tok, pairs, "pair", ctx.seq_len, Counter())
+def heldout_pair_groups(ctx) -> dict[str, list]:
+    """Encoded held-out pairs per task; the validation pairs, as one group, when none is held out."""
+    groups = {task: [dict(p) for p in rows] for task, rows in ctx.examples.heldout.items() if rows}
+    groups = groups or {"validation": ctx.examples.validation}
+    return {task: B.encode_all(ctx.tok, rows, "pair", ctx.seq_len, Counter()) for task, rows in groups.items()}
+
+
+def heldout_pairs(ctx) -> list:
+    return [row for rows in heldout_pair_groups(ctx).values() for row in rows]
 
 
 def preference_scores(ctx, before, after) -> dict:
-    """How often each model gives the chosen reply the higher log-probability, and DPO's
-    implicit reward (beta * log-ratio to the start) accuracy and margin, on held-out pairs."""
-    rows = heldout_pairs(ctx)
+    """How often each model gives the chosen reply the higher log-probability (over all pairs
+    and per task: which tasks' mistakes DPO fixes), and DPO's implicit reward (beta * log-ratio
+    to the start) accuracy and margin, on held-out pairs."""
+    groups = heldout_pair_groups(ctx)
+    rows = [row for g in groups.values() for row in g]
     b_c, b_r = pair_logps(ctx, before, rows)
     a_c, a_r = pair_logps(ctx, after, rows)
     _, r_c, r_r = losses.dpo_terms(a_c, a_r, b_c, b_r, ctx.cfg.dpo.beta)
+    by_task, at = {}, 0
+    for task, g in groups.items():
+        part = slice(at, at + len(g))
+        at += len(g)
+        by_task[task] = {"pairs": len(g), "before": float((b_c[part] > b_r[part]).float().mean()) if g else None,
+                         "after": float((a_c[part] > a_r[part]).float().mean()) if g else None}
     return {"heldout_pairs": len(rows),
             "heldout_preference_accuracy": {"before": float((b_c > b_r).float().mean()),
                                             "after": float((a_c > a_r).float().mean())},
+            "heldout_preference_accuracy_by_task": by_task,
             "heldout_reward_accuracy": float((r_c > r_r).float().mean()),
             "heldout_reward_margin": float((r_c - r_r).mean())}
 

@@ -31,6 +31,15 @@ def test_lora_trains_only_adapters_and_writes_merged_weights_and_the_adapter(bas
 def test_dpo_reports_reward_accuracy_margins_and_preference_accuracy(base_dir, tmp_path):
     stats = run_finetune(base_dir, tmp_path / "dpo", method="dpo", dpo={"beta": 0.5})
     assert {"before", "after"} == set(stats["heldout_preference_accuracy"])
+    by_task = stats["heldout_preference_accuracy_by_task"]  # the overall figure, split by task
+    assert sum(t["pairs"] for t in by_task.values()) == stats["heldout_pairs"] and len(by_task) > 1
+    for when in ("before", "after"):
+        weighted = sum(t["pairs"] * t[when] for t in by_task.values() if t["pairs"]) / stats["heldout_pairs"]
+        assert weighted == pytest.approx(stats["heldout_preference_accuracy"][when])
+    from pipeline.report.sections.finetune import _pref  # the report's per-task table shows it
+
+    task, t = next((k, v) for k, v in by_task.items() if v["pairs"])
+    assert _pref(stats, task) == f"{t['before']:.2f} -> {t['after']:.2f}"
     assert 0 <= stats["heldout_reward_accuracy"] <= 1 and "heldout_reward_margin" in stats
     assert "train_reward_accuracy" in stats and "val_rewards_accuracies" in stats["final_validation"]
 

@@ -23,6 +23,12 @@ def _row(label, d, s):
             sum((s.get("dropped") or {}).values())]
 
 
+def _pref(s, task):
+    """A DPO step's held-out preference accuracy on one task, before -> after."""
+    t = (s.get("heldout_preference_accuracy_by_task") or {}).get(task)
+    return f"{t['before']:.2f} -> {t['after']:.2f}" if t and t["pairs"] else None
+
+
 def _reward_chart(curves):
     import matplotlib
 
@@ -74,10 +80,10 @@ def render(ctx):
     blocks.append(Table(["step", "method", "trainable", "params", "steps", "final train loss", "val loss",
                          "EM before", "EM after", "pref. acc.", "DPO reward acc.", "DPO margin",
                          "RM acc.", "refusal harmful", "refusal look-alike", "set aside"], rows))
-    per_task = [[label, task, em["before"][task], em["after"][task]] for label, d in runs
+    per_task = [[label, task, em["before"][task], em["after"][task], _pref(ctx.stats(d), task)] for label, d in runs
                 for em in [ctx.stats(d).get("heldout_exact_match")] if em for task in em["after"]]
     if per_task:
-        blocks.append(Table(["step", "task", "EM before", "EM after"], per_task))
+        blocks.append(Table(["step", "task", "EM before", "EM after", "pref. acc."], per_task))
     curves = [(label, ctx.stats(d)["reward_curve"]) for label, d in runs if ctx.stats(d).get("reward_curve")]
     if curves:
         blocks.append(figure(_reward_chart(curves), "Mean reward of the sampled replies per step", "finetune-rl.png"))
