@@ -43,13 +43,12 @@ def _fuse(layers: list) -> Fused | None:
     if len({(w.device, w.dtype, w.shape[1]) for w in ws}) != 1:
         return None
     sizes = tuple(w.shape[0] for w in ws)
-    merged = _already_merged(ws, sizes)
-    if merged is not None:  # fused by an earlier engine on this model: the same rows, no new copy
-        return Fused(merged, sizes, tuple(layers), tuple(m.weight.data_ptr() for m in layers))
-    with torch.no_grad():
-        weight = torch.cat([w.detach() for w in ws])
-        for m, rows in zip(layers, weight.split(sizes)):  # each weight becomes rows of the fused one
-            m.weight.data = rows
+    weight = _already_merged(ws, sizes)  # fused by an earlier engine on this model: no new copy
+    if weight is None:
+        with torch.no_grad():
+            weight = torch.cat([w.detach() for w in ws])
+            for m, rows in zip(layers, weight.split(sizes)):  # each weight becomes rows of the fused one
+                m.weight.data = rows
     return Fused(weight, sizes, tuple(layers), tuple(m.weight.data_ptr() for m in layers))
 
 
@@ -61,12 +60,12 @@ def _already_merged(ws: list, sizes: tuple[int, ...]) -> torch.Tensor | None:
     if not all(w.is_contiguous() and w.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
                for w in ws):
         return None
-    step = first.element_size() * first.shape[1]
-    ends = [ws[0].data_ptr()]
+    row_bytes = first.element_size() * first.shape[1]
+    at = first.data_ptr()  # where the next weight's rows must start
     for w, rows in zip(ws, sizes):
-        if w.data_ptr() != ends[-1]:
+        if w.data_ptr() != at:
             return None
-        ends.append(w.data_ptr() + rows * step)
+        at += rows * row_bytes
     return first.as_strided((sum(sizes), first.shape[1]), (first.shape[1], 1))
 
 
