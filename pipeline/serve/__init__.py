@@ -36,6 +36,9 @@ class Config:
     block_size: int = 16
     max_batch: int = 32
     threads: int = unkeyed(0)  # torch threads (0 = torch's default)
+    # Decode through torch.compile (inference/compiled.py), as `python -m pipeline serve` does by
+    # default: tens of seconds to compile, then faster steps (benchmarks/generate.py prints both).
+    compile: bool = True
 
     def __post_init__(self):
         from pipeline.model.gguf import DTYPES
@@ -123,7 +126,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
     model_dir = Path(inputs["model"]).resolve()
     gguf = export_gguf(model_dir, out / "gguf" / "model.gguf", cfg.gguf_dtype)
     log.info("GGUF (%s): %d bytes", cfg.gguf_dtype, gguf.stat().st_size)
-    engine = Engine.from_dir(model_dir, EngineConfig(block_size=cfg.block_size, max_batch=cfg.max_batch))
+    engine = Engine.from_dir(model_dir, EngineConfig(block_size=cfg.block_size, max_batch=cfg.max_batch,
+                                                     compile=cfg.compile))
     name = model_dir.name
     server = Server(engine, name, "127.0.0.1", 0, find_template(model_dir), engine.special_token_strings,
                     engine.chat_stop_ids).start()
@@ -136,6 +140,8 @@ def run(cfg: Config, inputs: dict[str, Path], out: Path, log) -> dict:
               "command": f"python -m pipeline serve model={model_dir} port={cfg.port}",
               "gguf": "gguf/model.gguf", "llama_cpp_command": f"llama-server -m {out.name}/gguf/model.gguf --port {cfg.port}"}
     (out / "serve.json").write_text(json.dumps(launch, indent=2))
+    compiled = engine.compiled is not None and not engine.compiled.failed and engine.compiled.view.stats["steps"] > 0
     return {"model": name, "gguf_dtype": cfg.gguf_dtype, "gguf_bytes": gguf.stat().st_size, **checked,
+            "compiled_decode": compiled,
             "throughput": measured, "kv_cache_bytes_per_token": engine.cache.bytes_per_token(),
             "launch": launch["command"]}

@@ -69,3 +69,14 @@ def test_compile_true_on_the_command_line_reaches_the_engine(model_dir):
     assert parse([f"model={model_dir}", "prompt=hi"], GenerateArgs).engine().compiled is None
     engine = parse([f"model={model_dir}", "prompt=hi", "compile=true"], GenerateArgs).engine()
     assert isinstance(engine.compiled, CompiledDecode)
+
+
+def test_serve_compiles_by_default_and_says_when_it_cannot(model_dir, caplog):
+    from pipeline.core.inference.cli import ServeArgs, parse
+    from pipeline.core.inference.compiled import CompiledDecode
+
+    assert isinstance(parse([f"model={model_dir}"], ServeArgs).engine().compiled, CompiledDecode)
+    assert parse([f"model={model_dir}", "compile=false"], ServeArgs).engine().compiled is None
+    with caplog.at_level("WARNING", logger="lmdag.inference"):
+        engine = parse([f"model={model_dir}", "device_budget_mb=0.4"], ServeArgs).engine()
+    assert engine.compiled is None and "decodes eagerly" in caplog.text

@@ -32,14 +32,15 @@ def test_serve_step_exports_checks_and_measures(chat_model, tmp_path):
     launch = json.loads((out / "serve.json").read_text())
     assert launch["command"] == f"python -m pipeline serve model={chat_model.resolve()} port=8123"
     assert launch["openai_base_url"] == "http://127.0.0.1:8123/v1"
+    assert stats["compiled_decode"]  # the default: the server's decode steps ran compiled
 
 
 def test_a_model_without_a_template_is_served_without_the_chat_check(tmp_path, tokenizer_dir):  # noqa: F811
     d = write_model_dir(tmp_path / "base", tokenizer_dir, chat_tokens=False)
     (tmp_path / "out").mkdir()
-    stats = run(Config(clients=2, max_tokens=3, gguf_dtype="q8_0"), {"model": d}, tmp_path / "out",
+    stats = run(Config(clients=2, max_tokens=3, gguf_dtype="q8_0", compile=False), {"model": d}, tmp_path / "out",
                 logging.getLogger("t"))
-    assert not stats["chat_checked"] and stats["throughput"]["tokens"] == 6
+    assert not stats["chat_checked"] and stats["throughput"]["tokens"] == 6 and not stats["compiled_decode"]
 
 
 @pytest.mark.parametrize("bad, message", [({"gguf_dtype": "q2"}, "serve.gguf_dtype"), ({"clients": 0}, "serve.clients"),
@@ -54,7 +55,7 @@ def test_the_report_section_shows_each_served_model(chat_model, tmp_path):
 
     out = tmp_path / "serve" / "abc"
     out.mkdir(parents=True)
-    stats = run(Config(clients=2, max_tokens=3), {"model": chat_model}, out, logging.getLogger("t"))
+    stats = run(Config(clients=2, max_tokens=3, compile=False), {"model": chat_model}, out, logging.getLogger("t"))
     (out / "stats.json").write_text(json.dumps(stats))
 
     class Ctx:
