@@ -17,7 +17,8 @@ same 16 prompts (8-40 tokens), greedy, 64 new tokens each (EOS ignored):
             Python sampling chain per token) and a greedy loop on its low-level API
             (llama_decode + argmax of the last logits, llama.cpp's examples/simple loop), so
             the wrapper's share of the time shows
-  server    our OpenAI server, N concurrent streaming clients (openai package)
+  server    our OpenAI server (compiled, as `serve` runs it, unless --skip compiled), N concurrent
+            streaming clients (openai package), after an untimed round
   KV cache  bytes held per cached token at the batch-16 peak (most bytes held) vs 2*n_layer*n_kv_head*head_dim*bytes
             (HF's padded cache alongside)
 
@@ -149,13 +150,15 @@ def llama_cpp_decode_loop(llm, prompts, new_tokens):
     return outs
 
 
-def server_throughput(model_dir, prompts_text, new_tokens, clients: int) -> tuple[float, int]:
+def server_throughput(model_dir, prompts_text, new_tokens, clients: int, compile: bool) -> tuple[float, int]:
+    """Wall time of ``clients`` concurrent streams against our server, configured as ``serve``
+    runs it (compiled unless --skip compiled); one untimed round first (it compiles)."""
     import openai
 
     from pipeline.core.inference import Engine, EngineConfig
     from pipeline.core.inference.server import Server
 
-    srv = Server(Engine.from_dir(model_dir, EngineConfig(max_batch=clients)), "bench", port=0).start()
+    srv = Server(Engine.from_dir(model_dir, EngineConfig(max_batch=clients, compile=compile)), "bench", port=0).start()
     client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=600)
     reasons = [None] * clients
 
@@ -164,15 +167,19 @@ def server_throughput(model_dir, prompts_text, new_tokens, clients: int) -> tupl
                                            max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
         reasons[i] = [c.choices[0].finish_reason for c in chunks][-1]
 
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    def round_trip() -> float:
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert reasons == ["length"] * clients, reasons  # every client got all its new_tokens tokens
+        return time.perf_counter() - t0
+
+    round_trip()
+    wall = round_trip()
     srv.close()
-    assert reasons == ["length"] * clients, reasons  # every client got all its new_tokens tokens
     return wall, clients * new_tokens
 
 
@@ -237,7 +244,8 @@ def main(argv=None):
         gguf_row = None if "llama.cpp" in skip else llama_row(model_dir, Path(tmp), prompts, n, args.rounds,
                                                                 lambda: ours(engine, prompts[:4], n, 1))
         texts = [tok.decode(x, skip_special_tokens=True) for x in prompts]
-        wall, total = (None, None) if "server" in skip else server_throughput(model_dir, texts, n, args.clients)
+        wall, total = (None, None) if "server" in skip else server_throughput(model_dir, texts, n, args.clients,
+                                                                                      "compiled" not in skip)
         kv = None if "kv" in skip else kv_bytes(Engine.from_dir(model_dir), prompts, n)
         cfg = engine.model.cfg
         floor = theoretical_bytes_per_token(cfg.n_layer, cfg.n_kv_head, cfg.head_dim, torch.float32)
@@ -255,7 +263,8 @@ def main(argv=None):
     if gguf_row:
         print(gguf_row)
     if wall is not None:
-        print(f"server: {args.clients} concurrent streaming clients, {total / wall:.1f} tok/s "
+        print(f"server{' (compiled)' if 'compiled' not in skip else ''}: {args.clients} concurrent streaming "
+              f"clients, {total / wall:.1f} tok/s "
               f"({total} tokens in {wall:.2f} s; {total / wall / rows[16]['ours'][0]:.2f}x the offline batch-16 wall rate)")
     if kv is not None:
         print(f"KV cache: {kv:.0f} bytes per cached token at the batch-16 peak vs minimum {floor} "
