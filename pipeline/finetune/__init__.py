@@ -85,6 +85,10 @@ class DpoConfig:
     # Weight of the chosen replies' token NLL added to the loss (RPO; TRL's rpo_alpha, None/0 = off):
     # keeps DPO from lowering the chosen replies' likelihood with the rejected ones'.
     rpo_alpha: float = 0.0
+    # given: the data's rejected replies | policy: the input model's own greedy reply wherever it
+    # is not the chosen one (its real mistakes: on-policy negatives, as online DPO and iterative
+    # RPO take them), the data's where the model already answers right.
+    rejected: str = "given"
 
 
 @dataclass
@@ -159,6 +163,8 @@ class Config:
             problems.append(f"finetune.safety.mix must be in [0, 1), got {self.safety.mix}")
         if self.dpo.rpo_alpha < 0:
             problems.append(f"finetune.dpo.rpo_alpha must be >= 0, got {self.dpo.rpo_alpha}")
+        if self.dpo.rejected not in ("given", "policy"):
+            problems.append(f"finetune.dpo.rejected must be given|policy, got {self.dpo.rejected!r}")
         if self.dpo.beta <= 0:
             problems.append(f"finetune.dpo.beta must be > 0, got {self.dpo.beta}")
         if self.method in ("prompt", "prefix") and self.virtual_tokens < 1:

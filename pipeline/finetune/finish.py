@@ -75,7 +75,24 @@ def preference_scores(ctx, before, after) -> dict:
                                             "after": float((a_c > a_r).float().mean())},
             "heldout_preference_accuracy_by_task": by_task,
             "heldout_reward_accuracy": float((r_c > r_r).float().mean()),
-            "heldout_reward_margin": float((r_c - r_r).mean())}
+            "heldout_reward_margin": float((r_c - r_r).mean()),
+            "heldout_own_mistakes": own_mistake_scores(ctx, before, after)}
+
+
+def own_mistake_scores(ctx, before, after) -> dict:
+    """Held-out pairs whose rejected reply is the start model's own wrong greedy answer: how often
+    each model gives the right answer the higher log-probability than the mistake the start model
+    actually makes (before: low by construction; DPO on its mistakes, dpo.rejected=policy, aims here)."""
+    prompts = [dict(p) for rows in ctx.examples.heldout.values() for p in rows]
+    if not prompts or "chosen" not in prompts[0]:
+        return {"pairs": 0}
+    pairs, wrong = replies.own_mistakes(before, ctx.tok, prompts, ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+    rows = B.encode_all(ctx.tok, [p for p, w in zip(pairs, wrong) if w], "pair", ctx.seq_len, Counter())
+    if not rows:
+        return {"pairs": 0}
+    b_c, b_r = pair_logps(ctx, before, rows)
+    a_c, a_r = pair_logps(ctx, after, rows)
+    return {"pairs": len(rows), "before": float((b_c > b_r).float().mean()), "after": float((a_c > a_r).float().mean())}
 
 
 @torch.no_grad()

@@ -47,6 +47,7 @@ class Context:
     kept: int = 0  # examples trained or validated on (examples_in = kept + dropped)
     safety_examples: int = 0  # built-in safety conversations mixed in
     token_rows: list = field(default_factory=list)  # embedding rows trained beside an adapter
+    policy_rejected: int | None = None  # dpo.rejected=policy: pairs whose rejected reply is the model's own
 
     @property
     def rank(self) -> int:
@@ -164,6 +165,12 @@ def supervised_job(ctx: Context) -> Job:
 # -- preferences: dpo, reward ---------------------------------------------------------------
 
 def _pair_rows(ctx: Context):
+    if ctx.cfg.method == "dpo" and ctx.cfg.dpo.rejected == "policy":
+        ctx.examples.train, replaced = replies.own_mistakes(ctx.base, ctx.tok, ctx.examples.train,
+                                                            ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+        ctx.policy_rejected = sum(replaced)
+        ctx.log.info("dpo.rejected=policy: %d of %d rejected replies are the input model's own",
+                     ctx.policy_rejected, len(replaced))
     rows = B.encode_all(ctx.tok, ctx.examples.train, "pair", ctx.seq_len, ctx.dropped)
     val = B.encode_all(ctx.tok, ctx.examples.validation, "pair", ctx.seq_len, ctx.dropped)
     ctx.kept = len(rows) + len(val)
@@ -199,7 +206,8 @@ def preference_job(ctx: Context) -> Job:
                finish=lambda run: finish.publish(ctx, run),
                tokens_per_step=round(2 * ctx.tc.global_batch() * mean_length([r for pair in rows for r in pair])),
                flops_per_token=ctx.base.flops_per_token(ctx.seq_len),
-               stats={"train_rows": len(rows), "train_examples": len(rows)})
+               stats={"train_rows": len(rows), "train_examples": len(rows),
+                      **({"policy_rejected": ctx.policy_rejected} if ctx.policy_rejected is not None else {})})
 
 
 def train(spec, log) -> dict | None:

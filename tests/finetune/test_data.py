@@ -54,6 +54,8 @@ def test_no_usable_record_is_an_error_naming_the_file(tmp_path):
 def test_unknown_method_and_missing_file_are_clear_errors(tmp_path):
     with pytest.raises(StageError, match="finetune.method must be one of"):
         Config(method="rlhf")
+    with pytest.raises(StageError, match=r"finetune.dpo.rejected must be given\|policy, got 'model'"):
+        Config(method="dpo", dpo={"rejected": "model"})
     with pytest.raises(StageError, match="no such file"):
         load(Config(data=str(tmp_path / "missing.jsonl")))
 

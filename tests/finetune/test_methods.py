@@ -42,6 +42,24 @@ def test_dpo_reports_reward_accuracy_margins_and_preference_accuracy(base_dir, t
     assert _pref(stats, task) == f"{t['before']:.2f} -> {t['after']:.2f}"
     assert 0 <= stats["heldout_reward_accuracy"] <= 1 and "heldout_reward_margin" in stats
     assert "train_reward_accuracy" in stats and "val_rewards_accuracies" in stats["final_validation"]
+    own = stats["heldout_own_mistakes"]  # the base's own wrong replies as the rejected ones
+    assert 0 < own["pairs"] <= stats["heldout_pairs"] and 0 <= own["before"] <= 1 and 0 <= own["after"] <= 1
+    assert "policy_rejected" not in stats  # dpo.rejected=given: the data's pairs
+
+
+def test_dpo_on_the_models_own_mistakes(base_dir, tmp_path):
+    stats = run_finetune(base_dir, tmp_path / "dpo", method="dpo", dpo={"rejected": "policy"})
+    assert 0 < stats["policy_rejected"] <= stats["train_examples"]  # the test base answers (nearly) all wrong
+
+
+def test_own_mistakes_replaces_the_rejected_reply_wherever_the_model_is_wrong(monkeypatch):
+    from pipeline.finetune import replies
+
+    pairs = [{"prompt": [{"role": "user", "content": q}], "chosen": " 7", "rejected": " 8"} for q in "abc"]
+    monkeypatch.setattr(replies, "greedy", lambda *a, **k: [" 7 ", "  ", " 6"])  # right, empty, wrong
+    out, wrong = replies.own_mistakes(None, None, pairs, 8, [], "cpu")
+    assert wrong == [False, True, True] and [p["rejected"] for p in out] == [" 8", "  ", " 6"]
+    assert pairs[2]["rejected"] == " 8"  # the input pairs are left as they were
 
 
 def test_reward_model_then_rl_against_it(base_dir, tmp_path):
