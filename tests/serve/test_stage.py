@@ -68,4 +68,5 @@ def test_the_report_section_shows_each_served_model(chat_model, tmp_path):
     blocks = serve.render(Ctx())
     table = blocks[2]
     assert table.rows[0][:5] == ["serve", "tiny", "f16", round(stats["gguf_bytes"] / 2**20, 2), "yes"]
+    assert table.rows[0][-1] == "eager"  # this run: compile=False
     assert "python -m pipeline serve model=" in blocks[3].text
