@@ -18,7 +18,8 @@ One step per method (``method``):
              tuning, Li & Liang 2021; P-tuning v2); prompt and prefix models also write a peft adapter
              (lora, prompt and prefix also train the embedding rows of the tokens the data uses, as
              peft's trainable_token_indices: ``trainable_tokens``)
-    dpo      direct preference optimisation on (prompt, chosen, rejected) against a frozen reference
+    dpo      direct preference optimisation on (prompt, chosen, rejected) against a frozen reference;
+             dpo.rejected=policy puts the input model's own wrong replies in place of the rejected ones
     reward   a scalar head on the model, Bradley-Terry loss on the same pairs
     rl       group-relative policy gradient (GRPO / nanochat's chat_rl) on sampled replies
 

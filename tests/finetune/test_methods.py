@@ -45,6 +45,9 @@ def test_dpo_reports_reward_accuracy_margins_and_preference_accuracy(base_dir, t
     own = stats["heldout_own_mistakes"]  # the base's own wrong replies as the rejected ones
     assert 0 < own["pairs"] <= stats["heldout_pairs"] and 0 <= own["before"] <= 1 and 0 <= own["after"] <= 1
     assert "policy_rejected" not in stats  # dpo.rejected=given: the data's pairs
+    from pipeline.report.sections.finetune import _row
+
+    assert f"{own['before']:.3f} -> {own['after']:.3f} ({own['pairs']} pairs)" in _row("dpo", None, stats)
 
 
 def test_dpo_on_the_models_own_mistakes(base_dir, tmp_path):

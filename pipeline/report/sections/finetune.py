@@ -13,10 +13,12 @@ def _row(label, d, s):
     em = s.get("heldout_exact_match") or {}
     pref = s.get("heldout_preference_accuracy") or {}
     refusal = s.get("refusal_rate") or {}
+    own = s.get("heldout_own_mistakes") or {}
     return [label, s.get("method"), s.get("trainable_params"), s.get("params"), s.get("steps"),
             s.get("final_train_loss"), (s.get("final_validation") or {}).get("val_loss"),
             _mean(em.get("before")), _mean(em.get("after")),
             f"{pref['before']:.3f} -> {pref['after']:.3f}" if pref else None,
+            f"{own['before']:.3f} -> {own['after']:.3f} ({own['pairs']} pairs)" if own.get("pairs") else None,
             s.get("heldout_reward_accuracy"), s.get("heldout_reward_margin"), s.get("heldout_accuracy"),
             f"{refusal['before']['harmful']:.2f} -> {refusal['after']['harmful']:.2f}" if refusal else None,
             f"{refusal['before']['harmless']:.2f} -> {refusal['after']['harmless']:.2f}" if refusal else None,
@@ -73,12 +75,13 @@ def render(ctx):
     blocks = [Heading("Fine-tuning"), Para(
         "Each step tunes its input model with one method. Exact match is the mean over the generated "
         "tasks' held-out problems, greedy replies, before (the input model) and after. Preference accuracy: "
-        "how often log p(chosen) > log p(rejected) on held-out pairs; DPO reward accuracy and margin use "
+        "how often log p(chosen) > log p(rejected) on held-out pairs; 'vs own mistakes': the same, with the "
+        "input model's own wrong greedy replies as the rejected ones; DPO reward accuracy and margin use "
         "its implicit reward beta * log(pi / pi_start). Refusal rates are on held-out harmful requests (want "
         "1) and harmless look-alikes (want 0).")]
     rows = [_row(label, d, ctx.stats(d)) for label, d in runs]
     blocks.append(Table(["step", "method", "trainable", "params", "steps", "final train loss", "val loss",
-                         "EM before", "EM after", "pref. acc.", "DPO reward acc.", "DPO margin",
+                         "EM before", "EM after", "pref. acc.", "pref. acc. vs own mistakes", "DPO reward acc.", "DPO margin",
                          "RM acc.", "refusal harmful", "refusal look-alike", "set aside"], rows))
     per_task = [[label, task, em["before"][task], em["after"][task], _pref(ctx.stats(d), task)] for label, d in runs
                 for em in [ctx.stats(d).get("heldout_exact_match")] if em for task in em["after"]]
