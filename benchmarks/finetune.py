@@ -63,7 +63,8 @@ def methods(base: Path, tokens: Path | None, out: Path, args) -> dict:
     sft = out / "sft"
     pref = {"train_examples": args.examples // 2, "heldout_examples": args.heldout}
     runs["dpo"] = finetune("dpo", sft, out, args.dpo_steps, tokens, method="dpo",
-                           dpo={"beta": args.beta, "rpo_alpha": args.rpo_alpha}, train=_lr(args.dpo_lr), **pref)
+                           dpo={"beta": args.beta, "rpo_alpha": args.rpo_alpha, "rejected": args.dpo_rejected},
+                           train=_lr(args.dpo_lr), **pref)
     runs["reward"] = finetune("reward", sft, out, args.dpo_steps, tokens, method="reward", **pref)
     if not args.quick:
         # A fixed pool of prompts, seen again every few steps: the reward curve then compares the
@@ -157,13 +158,17 @@ def report(runs: dict, args) -> None:
           + (f", {rl['steps']} x {args.rl_prompts} prompts x {rl['group_size']} samples for rl" if rl else ""))
     print("\n".join(table(runs, tasks)))
     d = runs["dpo"]
-    print(f"\nDPO (beta {args.beta}, rpo_alpha {args.rpo_alpha}): held-out preference accuracy (log p(chosen) > log p(rejected)) "
+    print(f"\nDPO (beta {args.beta}, rpo_alpha {args.rpo_alpha}, rejected: {args.dpo_rejected}): held-out preference accuracy (log p(chosen) > log p(rejected)) "
           f"SFT start {d['heldout_preference_accuracy']['before']:.3f} -> DPO {d['heldout_preference_accuracy']['after']:.3f} "
           f"on {d['heldout_pairs']} pairs; implicit reward accuracy {d['heldout_reward_accuracy']:.3f}, "
           f"margin {d['heldout_reward_margin']:.3f}")
     print("  per task (before -> after): " + ", ".join(
         f"{t} {v['before']:.2f} -> {v['after']:.2f}" for t, v in d["heldout_preference_accuracy_by_task"].items()
         if v["pairs"]))
+    own = d["heldout_own_mistakes"]
+    if own["pairs"]:
+        print(f"  against the SFT model's own wrong greedy replies ({own['pairs']} held-out pairs): "
+              f"{own['before']:.3f} -> {own['after']:.3f}")
     r = runs["reward"]
     print(f"reward model (from sft): held-out accuracy {r['heldout_accuracy']:.3f} on {r['heldout_pairs']} pairs "
           f"(chance 0.5), mean margin {r['heldout_margin']:.3f}")
@@ -186,6 +191,8 @@ def main(argv=None) -> int:
     p.add_argument("--dpo-steps", type=int, default=0, help="dpo and reward-model steps (0: the stage's)")
     p.add_argument("--dpo-lr", type=float, default=5e-4, help="as the default DAG (0: the stage's)")
     p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--dpo-rejected", choices=("given", "policy"), default="given",
+                   help="policy: the SFT model's own wrong replies as the rejected ones (finetune dpo.rejected)")
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="DPO's NLL weight on the chosen replies (as the default DAG)")
     p.add_argument("--rl-steps", type=int, default=0, help="0: the stage's")
     p.add_argument("--rl-prompts", type=int, default=8, help="prompts per RL step (each sampled rl.group_size times)")
