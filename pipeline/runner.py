@@ -22,7 +22,7 @@ def _planned_inputs(plan: dict) -> dict[str, Path]:
         path = Path(ref["dir"])
         if not is_complete(path):
             raise StageError(f"{plan['step']}: its input {role!r} (step {ref['step']}) at {path} is missing or "
-                             f"unfinished; run `snakemake -c all --until {ref['step']}` (or the whole DAG) first")
+                             f"unfinished; run `snakemake -c all {path}` (that step and what it needs) or the whole DAG first")
         inputs[role] = path
     return inputs
 

@@ -283,3 +283,42 @@ def write_all(points: list[Point], config: dict) -> Path:
         manifest.parent.mkdir(parents=True, exist_ok=True)
         manifest.write_text(text)
     return manifest
+
+
+
+def until_targets(name: str, steps: dict[tuple[str, str], Step], results: Path) -> list[str] | None:
+    """What ``--until NAME`` has to say to Snakemake, or None where NAME works as it is.
+
+    Rules are stages, so Snakemake knows no rule `sft`: a step's name becomes its directories.
+    And Snakemake starts nothing that reads a --until job, so --until on a stage whose steps
+    read each other (finetune: sft -> dpo) would leave dpo waiting for sft forever ("Out of jobs
+    ready to be started"): such a stage becomes the directories of its steps that no step of it reads.
+    """
+    from pipeline.core.plan import step_dir
+
+    stage = [s for s in steps.values() if s.stage == name]
+    if stage:
+        read = {(i.name, i.key) for s in stage for i in s.inputs.values() if i.stage == name}
+        chosen = [s for s in stage if (s.name, s.key) not in read] if read else []
+    else:
+        chosen = [s for (step_name, _), s in steps.items() if step_name == name]
+    return [str(step_dir(results, s.name, s.key)) for s in chosen] or None
+
+
+
+def rewrite_until(argv: list[str], steps: dict[tuple[str, str], Step], results: Path):
+    """The ``--until`` names of a Snakemake command line that until_targets replaces, and the
+    full list with them replaced -> (names, targets); None when every name works as it is."""
+    names = []
+    for i, word in enumerate(argv):
+        if word.startswith("--until="):
+            names.append(word.partition("=")[2])
+        elif word == "--until":
+            for w in argv[i + 1:]:
+                if w.startswith("-"):
+                    break
+                names.append(w)
+    replaced = {n: until_targets(n, steps, results) for n in names}
+    if not any(replaced.values()):
+        return None
+    return [n for n in names if replaced[n]], [t for n in names for t in (replaced[n] or [n])]

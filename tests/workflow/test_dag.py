@@ -122,6 +122,33 @@ def test_until_stops_after_the_stage(ci_run):
     assert set(jobs) == {"collect"}
 
 
+def test_until_a_step_or_a_chained_stage_names_the_step_directories():
+    from workflow.plan import rewrite_until, unique_steps
+
+    steps = unique_steps(build_plan({"experiment": "ci"}))
+    key = {name: k for name, k in steps}
+    dirs = lambda *names: [f"results/{n}/{key[n]}" for n in names]  # noqa: E731
+    # finetune's steps read each other (sft -> dpo, reward -> rl): its last ones stand for it
+    assert rewrite_until(["-n", "--until", "finetune", "-c", "2"], steps, Path("results")) == (
+        ["finetune"], dirs("lora", "dpo", "rl"))
+    assert rewrite_until(["--until=sft"], steps, Path("results")) == (["sft"], dirs("sft"))
+    assert rewrite_until(["--until", "collect", "tokenize"], steps, Path("results")) is None  # rules as they are
+    assert rewrite_until(["-R", "finetune"], steps, Path("results")) is None
+
+
+@pytest.mark.slow
+def test_until_finetune_says_the_command_that_runs_it_and_that_command_does(tmp_path):
+    proc = snakemake(tmp_path, "-n", *CI, "--until", "finetune", check=False)
+    assert proc.returncode != 0 and "lmdag error: --until finetune" in proc.stderr, proc.stderr[-2000:]
+    targets = proc.stderr.split("name the step directories instead:\n  --until ", 1)[1].split()
+    # Snakemake's own --until finetune stopped here with "Out of jobs ready to be started" once sft
+    # was done: it starts nothing that reads a --until job, and dpo reads sft
+    snakemake(tmp_path, *CI, "--until", *targets)
+    finetuned = {s.name for s in ci_steps() if s.stage == "finetune"}
+    assert {d.name for d in (tmp_path / "results").iterdir()} >= finetuned
+    assert not (tmp_path / "results" / "report").exists()  # nothing past the named steps
+
+
 @pytest.mark.slow
 def test_snakemake_commands_users_type(ci_run, tmp_path):
     assert "Unlock" in (snakemake(ci_run, "--unlock", *CI, cores=False).stdout

@@ -9,12 +9,21 @@ from pipeline.core.publish import is_complete
 from pipeline.core.shard_jobs import part_names, sharded_part
 from pipeline.core.source import stale_parts
 from pipeline.stage import stage_module
-from workflow.plan import build_plan, results_dir, unique_steps, write_all
+from workflow.plan import build_plan, results_dir, rewrite_until, unique_steps, write_all
 
 RESULTS = results_dir(config)
 POINTS = build_plan(config)
 STEPS = unique_steps(POINTS)  # (step name, key) -> Step
 MANIFEST = write_all(POINTS, config)
+
+# `--until sft` (a step) and `--until finetune` (a stage whose steps read each other) cannot run
+# as Snakemake reads them (workflow/plan.py: until_targets); Snakemake reads --until only after
+# this file is parsed, so the command that works is printed instead of a Snakemake failure later.
+_until = rewrite_until(sys.argv[1:], STEPS, RESULTS)
+if _until is not None:
+    sys.exit("lmdag error: --until " + " ".join(_until[0]) + " names a step, or a stage whose steps read each "
+             "other, which Snakemake's --until cannot run; name the step directories instead:\n  --until "
+             + " ".join(_until[1]))
 
 REPORT = [f"{RESULTS}/report/index.html", f"{RESULTS}/report/report.md"]
 # Paths reach the shell quoted (a results path with a space, a venv path with a quote); config
