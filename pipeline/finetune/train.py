@@ -216,6 +216,10 @@ def train(spec, log) -> dict | None:
     cfg = Config(**spec.config)
     tc = cfg.training()
     with session(tc, log) as (d, device):
+        # LoRA's, the soft prompt's and the prefix's initial weights come from torch's global
+        # generator, which an imported library seeds at random (torch.initial_seed() differed from
+        # process to process): unseeded, two runs of one LoRA step trained different adapters.
+        torch.manual_seed(cfg.seed)
         ctx = load_context(cfg, tc, spec, d, device, log)
         if cfg.method == "rl":
             from pipeline.finetune.rl import rl_job

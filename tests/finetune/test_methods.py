@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from pipeline.model.io import is_model_dir, load_model
 from tests.finetune.helpers import run_finetune
@@ -26,6 +27,15 @@ def test_lora_trains_only_adapters_and_writes_merged_weights_and_the_adapter(bas
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and is_model_dir(out)
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and set(config["target_modules"]) >= {"q_proj", "down_proj"}
+
+
+def test_a_lora_step_run_twice_trains_the_same_adapter(base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    for name in ("a", "b"):
+        run_finetune(base_dir, tmp_path / name, method="lora", lora={"rank": 4, "alpha": 8.0})
+    a, b = (load_file(tmp_path / n / "adapter" / "adapter_model.safetensors") for n in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_dpo_reports_reward_accuracy_margins_and_preference_accuracy(base_dir, tmp_path):
