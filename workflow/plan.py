@@ -285,7 +285,6 @@ def write_all(points: list[Point], config: dict) -> Path:
     return manifest
 
 
-
 def until_targets(name: str, steps: dict[tuple[str, str], Step], results: Path) -> list[str] | None:
     """What ``--until NAME`` has to say to Snakemake, or None where NAME works as it is.
 
@@ -303,7 +302,6 @@ def until_targets(name: str, steps: dict[tuple[str, str], Step], results: Path) 
     else:
         chosen = [s for (step_name, _), s in steps.items() if step_name == name]
     return [str(step_dir(results, s.name, s.key)) for s in chosen] or None
-
 
 
 def rewrite_until(argv: list[str], steps: dict[tuple[str, str], Step], results: Path):

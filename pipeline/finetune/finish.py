@@ -21,14 +21,18 @@ from pipeline.finetune.models import (ADAPTER_DIR, RewardModel, lora_wrap, merge
                                      virtual_config)
 
 
-def exact_match(ctx, model, heldout: dict[str, list[dict]]) -> dict[str, float]:
-    """Greedy replies to each task's held-out questions, scored by exact match."""
+def heldout_replies(ctx, model, heldout: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """``model``'s greedy replies to each task's held-out questions."""
+    return {task: replies.greedy(model, ctx.tok, [r["prompt"] if "prompt" in r else r["messages"][:-1] for r in rows],
+                                 ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device) for task, rows in heldout.items()}
+
+
+def exact_match(heldout: dict[str, list[dict]], got: dict[str, list[str]]) -> dict[str, float]:
+    """Each task's replies (heldout_replies) scored by exact match."""
     scores = {}
     for task, rows in heldout.items():
-        asks = [r["prompt"] if "prompt" in r else r["messages"][:-1] for r in rows]
         golds = [r["answer"] if "answer" in r else r.get("chosen") or r["messages"][-1]["content"] for r in rows]
-        got = replies.greedy(model, ctx.tok, asks, ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
-        scores[task] = sum(g.strip() == a.strip() for g, a in zip(got, golds)) / max(len(rows), 1)
+        scores[task] = sum(g.strip() == a.strip() for g, a in zip(got[task], golds)) / max(len(rows), 1)
     return scores
 
 
@@ -55,7 +59,7 @@ def heldout_pairs(ctx) -> list:
     return [row for rows in heldout_pair_groups(ctx).values() for row in rows]
 
 
-def preference_scores(ctx, before, after) -> dict:
+def preference_scores(ctx, before, after, start_replies: dict[str, list[str]]) -> dict:
     """How often each model gives the chosen reply the higher log-probability (over all pairs
     and per task: which tasks' mistakes DPO fixes), and DPO's implicit reward (beta * log-ratio
     to the start) accuracy and margin, on held-out pairs."""
@@ -76,17 +80,17 @@ def preference_scores(ctx, before, after) -> dict:
             "heldout_preference_accuracy_by_task": by_task,
             "heldout_reward_accuracy": float((r_c > r_r).float().mean()),
             "heldout_reward_margin": float((r_c - r_r).mean()),
-            "heldout_own_mistakes": own_mistake_scores(ctx, before, after)}
+            "heldout_own_mistakes": own_mistake_scores(ctx, before, after, start_replies)}
 
 
-def own_mistake_scores(ctx, before, after) -> dict:
-    """Held-out pairs whose rejected reply is the start model's own wrong greedy answer: how often
-    each model gives the right answer the higher log-probability than the mistake the start model
-    actually makes (before: low by construction; DPO on its mistakes, dpo.rejected=policy, aims here)."""
-    prompts = [dict(p) for rows in ctx.examples.heldout.values() for p in rows]
-    if not prompts or "chosen" not in prompts[0]:
-        return {"pairs": 0}
-    pairs, wrong = replies.own_mistakes(before, ctx.tok, prompts, ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+def own_mistake_scores(ctx, before, after, start_replies: dict[str, list[str]]) -> dict:
+    """Held-out pairs whose rejected reply is the start model's own wrong greedy answer
+    (``start_replies``, heldout_replies of ``before``): how often each model gives the right
+    answer the higher log-probability than the mistake the start model actually makes (before:
+    low by construction; DPO on its mistakes, dpo.rejected=policy, aims here)."""
+    tasks = [t for t in ctx.examples.heldout if t in start_replies]
+    pairs, wrong = replies.own_mistakes([p for t in tasks for p in ctx.examples.heldout[t]],
+                                        [g for t in tasks for g in start_replies[t]])
     rows = B.encode_all(ctx.tok, [p for p, w in zip(pairs, wrong) if w], "pair", ctx.seq_len, Counter())
     if not rows:
         return {"pairs": 0}
@@ -191,13 +195,15 @@ def publish(ctx, run: Trained) -> dict:
              "dropped": dict(ctx.dropped), "safety_examples": ctx.safety_examples,
              "optimizer_state_bytes": 8 * run.stats["trainable_params"]}  # AdamW: exp_avg + exp_avg_sq, fp32
     heldout = ctx.examples.heldout if cfg.heldout_examples else {}
+    # the input model's replies, once: its exact match, and its own mistakes for DPO's scores
+    start = heldout_replies(ctx, ctx.base, heldout) if cfg.method != "reward" else {}
     if cfg.method == "reward":
         stats.update(reward_accuracy(ctx, tuned))
     elif heldout:
-        stats["heldout_exact_match"] = {"before": exact_match(ctx, ctx.base, heldout),
-                                        "after": exact_match(ctx, tuned, heldout)}
+        stats["heldout_exact_match"] = {"before": exact_match(heldout, start),
+                                        "after": exact_match(heldout, heldout_replies(ctx, tuned, heldout))}
     if cfg.method == "dpo":
-        stats.update(preference_scores(ctx, ctx.base, tuned))
+        stats.update(preference_scores(ctx, ctx.base, tuned, start))
     if cfg.method != "reward" and (cfg.safety.mix or cfg.safety.context_distillation):
         stats["refusal_rate"] = {"before": refusal_rates(ctx, ctx.base), "after": refusal_rates(ctx, tuned)}
     ctx.log.info("finetune %s: %s", cfg.method, {k: stats[k] for k in ("final_train_loss", "heldout_exact_match",

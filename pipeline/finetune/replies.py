@@ -50,11 +50,11 @@ def greedy(model, tok, conversations: list[list[dict]], max_new: int, stops: lis
     return out
 
 
-def own_mistakes(model, tok, pairs: list[dict], max_new: int, stops: list[int], device) -> tuple[list[dict], list[bool]]:
-    """Each pair (prompt, chosen, rejected) with ``model``'s greedy reply as its rejected one where
-    that reply is not the chosen one -> the pairs, and which of them were replaced. An empty reply
-    (the turn ended at once) is a mistake like any other: the completion is the end-of-turn marker."""
-    got = greedy(model, tok, [p["prompt"] for p in pairs], max_new, stops, device)
+def own_mistakes(pairs: list[dict], got: list[str]) -> tuple[list[dict], list[bool]]:
+    """Each pair (prompt, chosen, rejected) with a model's greedy reply to it (``got``) as its
+    rejected one where that reply is not the chosen one -> the pairs, and which were replaced.
+    An empty reply (the turn ended at once) is a mistake like any other: the completion is the
+    end-of-turn marker."""
     wrong = [g.strip() != p["chosen"].strip() for p, g in zip(pairs, got)]
     return [{**p, "rejected": g} if w else p for p, g, w in zip(pairs, got, wrong)], wrong
 

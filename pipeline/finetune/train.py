@@ -166,8 +166,9 @@ def supervised_job(ctx: Context) -> Job:
 
 def _pair_rows(ctx: Context):
     if ctx.cfg.method == "dpo" and ctx.cfg.dpo.rejected == "policy":
-        ctx.examples.train, replaced = replies.own_mistakes(ctx.base, ctx.tok, ctx.examples.train,
-                                                            ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+        got = replies.greedy(ctx.base, ctx.tok, [p["prompt"] for p in ctx.examples.train],
+                             ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
+        ctx.examples.train, replaced = replies.own_mistakes(ctx.examples.train, got)
         ctx.policy_rejected = sum(replaced)
         ctx.log.info("dpo.rejected=policy: %d of %d rejected replies are the input model's own",
                      ctx.policy_rejected, len(replaced))

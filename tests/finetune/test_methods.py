@@ -65,12 +65,11 @@ def test_dpo_on_the_models_own_mistakes(base_dir, tmp_path):
     assert 0 < stats["policy_rejected"] <= stats["train_examples"]  # the test base answers (nearly) all wrong
 
 
-def test_own_mistakes_replaces_the_rejected_reply_wherever_the_model_is_wrong(monkeypatch):
+def test_own_mistakes_replaces_the_rejected_reply_wherever_the_model_is_wrong():
     from pipeline.finetune import replies
 
     pairs = [{"prompt": [{"role": "user", "content": q}], "chosen": " 7", "rejected": " 8"} for q in "abc"]
-    monkeypatch.setattr(replies, "greedy", lambda *a, **k: [" 7 ", "  ", " 6"])  # right, empty, wrong
-    out, wrong = replies.own_mistakes(None, None, pairs, 8, [], "cpu")
+    out, wrong = replies.own_mistakes(pairs, [" 7 ", "  ", " 6"])  # right, empty, wrong
     assert wrong == [False, True, True] and [p["rejected"] for p in out] == [" 8", "  ", " 6"]
     assert pairs[2]["rejected"] == " 8"  # the input pairs are left as they were
 
