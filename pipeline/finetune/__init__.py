@@ -39,6 +39,7 @@ from pathlib import Path
 
 from pipeline.core.errors import StageError
 from pipeline.core.step import Input
+from pipeline.core.tasks import generated
 from pipeline.core.tasks.generated import TASKS
 from pipeline.core.train.config import Config as TrainConfig
 
@@ -48,7 +49,9 @@ INPUTS = {
     "reference": Input("DPO's frozen reference model directory (default: the input model)", optional=True),
     "reward": Input("a reward model (finetune method=reward) for method=rl with rl.reward=model", optional=True),
 }
-VERSION = "1"
+# The built-in data is made by the generators: their version is part of this stage's, so a change
+# to them (new wrong answers, say) reruns the fine-tuning steps instead of keeping stale results.
+VERSION = f"1+generated{generated.VERSION}"
 METHODS = ("sft", "lora", "prompt", "prefix", "dpo", "reward", "rl")
 # Peak learning rates when train.lr is 0: full fine-tuning at pretraining's (it decays); adapters,
 # which start from zero, take about as large steps (at 5e-3 LoRA rose back to the base's loss on

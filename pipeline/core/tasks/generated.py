@@ -22,9 +22,16 @@ rather than a search for a word named in the question.
 
 Every problem has a key (the numbers, the word, the passage and the asked word); a hash of
 the key puts it in the held-out split or the training split, so no held-out problem is ever
-trained on. Each example also has a plausible wrong answer (off by one, the letters in their
-first order, the words unchanged, another word of the passage): preference pairs for DPO and
-the reward model.
+trained on. Each example also has a wrong answer, a near miss of the kind a model that half
+knows the task gives (off by one; the letters reversed but for one swapped pair or one wrong
+letter, or not reversed at all; all but one letter upper-cased; another order of the words;
+another word of the passage): preference pairs for DPO and the reward model. Near misses, so
+that a pair asks what a model that half knows the task gets wrong (word_order's only wrong
+answer used to be the words unchanged, which no SFT model gives). Measured (cpu_2m SFT model):
+it prefers the right answer over these near misses too on every held-out string-task pair,
+while its greedy answers miss up to a quarter of them; its preferences there are already right.
+The letter and word tasks draw their near miss from a generator seeded by the problem's key,
+so a problem's wrong answer never changes the problems drawn after it.
 
     examples("arithmetic", "train", 500, seed=0)   # [{"task", "question", "answer", "wrong"}, ...]
     data_file("reverse/test.jsonl")                # the evaluation split as lm-eval JSON lines
@@ -32,6 +39,7 @@ the reward model.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -44,7 +52,7 @@ TASKS = ("arithmetic", "reverse", "uppercase", "word_order", "passage_qa")
 SPLITS = ("train", "test")
 HELDOUT_FRACTION = 0.2
 EVAL_DOCS = 100  # documents in each generated evaluation file
-VERSION = "3"  # part of the evaluation files' cache path: bump when the generators change
+VERSION = "4"  # 4: near-miss wrong answers. Part of the evaluation files' cache path: bump when the generators change
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 WORDS = (
@@ -75,23 +83,58 @@ def _letters(rng: random.Random) -> str:
     return "".join(rng.choice(LETTERS) for _ in range(rng.choice((3, 4))))
 
 
+def _near_miss_rng(task: str, key: str) -> random.Random:
+    return random.Random(f"lmdag-near-miss:{task}:{key}")
+
+
+def _one_letter_off(letters: str, rng: random.Random, alphabet: str) -> str:
+    """``letters`` with one letter replaced by another of ``alphabet``."""
+    i = rng.randrange(len(letters))
+    return letters[:i] + rng.choice([c for c in alphabet if c != letters[i]]) + letters[i + 1:]
+
+
+def _reverse_near_miss(w: str, rng: random.Random) -> str:
+    right = w[::-1]
+    swaps = [i for i in range(len(right) - 1) if right[i] != right[i + 1]]
+    misses = [_one_letter_off(right, rng, LETTERS)]
+    if w != right:
+        misses.append(w)  # not reversed at all
+    if swaps:
+        i = rng.choice(swaps)
+        misses.append(right[:i] + right[i + 1] + right[i] + right[i + 2:])  # one pair left in its first order
+    return rng.choice(misses)
+
+
 def _reverse(rng: random.Random) -> tuple[str, dict]:
     w = _letters(rng)
-    wrong = w if w != w[::-1] else w[1:] + w[0]
+    wrong = _reverse_near_miss(w, _near_miss_rng("reverse", w))
     return w, {"question": f"Reverse the letters: {_spell(w)}", "answer": _spell(w[::-1]), "wrong": _spell(wrong)}
+
+
+def _uppercase_near_miss(w: str, rng: random.Random) -> str:
+    right = w.upper()
+    i = rng.randrange(len(w))
+    misses = [right[:i] + w[i] + right[i + 1:],  # one letter left lower-case
+              w[0].upper() + w[1:],  # only the first letter done
+              _one_letter_off(right, rng, LETTERS.upper())]
+    return rng.choice([m for m in misses if m != right])
 
 
 def _uppercase(rng: random.Random) -> tuple[str, dict]:
     w = _letters(rng)
-    wrong = w[0].upper() + w[1:]  # a half-done answer: only the first letter
+    wrong = _uppercase_near_miss(w, _near_miss_rng("uppercase", w))
     return w, {"question": f"Upper-case the letters: {_spell(w)}", "answer": _spell(w.upper()),
                "wrong": _spell(wrong)}
 
 
 def _word_order(rng: random.Random) -> tuple[str, dict]:
     words = rng.sample(WORDS, 3)
-    return " ".join(words), {"question": f"Reverse the order of the words: {' '.join(words)}",
-                             "answer": " ".join(words[::-1]), "wrong": " ".join(words)}
+    key = " ".join(words)
+    # any other order of the three words, the unchanged one included
+    orders = [list(p) for p in itertools.permutations(words) if list(p) != words[::-1]]
+    wrong = _near_miss_rng("word_order", key).choice(orders)
+    return key, {"question": f"Reverse the order of the words: {key}",
+                 "answer": " ".join(words[::-1]), "wrong": " ".join(wrong)}
 
 
 def _builtin_passage(rng: random.Random, n_words: int = 12) -> str:
