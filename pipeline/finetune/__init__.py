@@ -3,7 +3,7 @@
     python -m pipeline finetune in=results/pretrain/<key> out=sft/                    SFT on the generated tasks
     python -m pipeline finetune in=results/pretrain/<key> out=lora/ method=lora lora.rank=8
     python -m pipeline finetune in=results/pretrain/<key> out=prompt/ method=prompt virtual_tokens=16
-    python -m pipeline finetune in=sft/ out=dpo/ method=dpo dpo.beta=0.1
+    python -m pipeline finetune in=sft/ out=dpo/ method=dpo dpo.beta=0.1 safety.mix=0.2    + safety preferences
     python -m pipeline finetune in=sft/ out=rm/ method=reward
     python -m pipeline finetune in=sft/ out=rl/ method=rl                              GRPO on the tasks' answers
     python -m pipeline finetune in=base/ out=sft/ data=chats.jsonl safety.mix=0.2      your conversations
@@ -19,7 +19,8 @@ One step per method (``method``):
              (lora, prompt and prefix also train the embedding rows of the tokens the data uses, as
              peft's trainable_token_indices: ``trainable_tokens``)
     dpo      direct preference optimisation on (prompt, chosen, rejected) against a frozen reference;
-             dpo.rejected=policy puts the input model's own wrong replies in place of the rejected ones
+             dpo.rejected=policy puts the input model's own wrong replies in place of the rejected ones;
+             safety.mix adds the built-in safety preferences (refuse harmful requests, answer look-alikes)
     reward   a scalar head on the model, Bradley-Terry loss on the same pairs
     rl       group-relative policy gradient (GRPO / nanochat's chat_rl) on sampled replies
 
@@ -112,8 +113,10 @@ class RlConfig:
 
 @dataclass
 class SafetyConfig:
-    # Fraction of the SFT examples taken from the built-in safety set (harmful requests with a
-    # refusal, harmless look-alikes answered); 0 = off.
+    # Fraction of the training examples taken from the built-in safety set; 0 = off. SFT-style
+    # methods get conversations (harmful requests refused, harmless look-alikes answered), dpo and
+    # reward get preference pairs (the refusal over a willing reply, the answer over a refusal), and
+    # their held-out preference scores then include the held-out safety pairs.
     mix: float = 0.0
     # Safety context distillation: the safety examples' replies are the input model's own,
     # generated with a safety system turn (pipeline/core/tasks/safety.py), and trained without it.
@@ -165,6 +168,12 @@ class Config:
             problems.append(f"finetune.rl.group_size must be >= 2 (the baseline is the group mean), got {self.rl.group_size}")
         if not 0 <= self.safety.mix < 1:
             problems.append(f"finetune.safety.mix must be in [0, 1), got {self.safety.mix}")
+        if self.safety.mix and self.method == "rl":
+            problems.append("finetune.safety.mix mixes safety conversations into SFT-style methods and safety "
+                            "preference pairs into dpo/reward; method=rl trains on neither: drop it")
+        if self.safety.context_distillation and (not self.safety.mix or self.method in ("dpo", "reward", "rl")):
+            problems.append("finetune.safety.context_distillation rewrites the safety conversations' replies: it "
+                            "needs safety.mix > 0 and a conversation method (sft|lora|prompt|prefix)")
         if self.dpo.rpo_alpha < 0:
             problems.append(f"finetune.dpo.rpo_alpha must be >= 0, got {self.dpo.rpo_alpha}")
         if self.dpo.rejected not in ("given", "policy"):

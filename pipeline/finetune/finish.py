@@ -49,9 +49,13 @@ def pair_logps(ctx, model, rows) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def heldout_pair_groups(ctx) -> dict[str, list]:
-    """Encoded held-out pairs per task; the validation pairs, as one group, when none is held out."""
+    """Encoded held-out pairs per task; the validation pairs, as one group, when none is held out;
+    with the safety mix, the held-out safety pairs too (harmful requests, look-alikes)."""
     groups = {task: [dict(p) for p in rows] for task, rows in ctx.examples.heldout.items() if rows}
     groups = groups or {"validation": ctx.examples.validation}
+    if ctx.cfg.safety.mix:
+        for kind in ("harmful", "harmless"):
+            groups[f"safety_{kind}"] = [p for p in safety.preference_pairs("test") if p["kind"] == kind]
     return {task: B.encode_all(ctx.tok, rows, "pair", ctx.seq_len, Counter()) for task, rows in groups.items()}
 
 

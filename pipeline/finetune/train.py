@@ -45,7 +45,7 @@ class Context:
     examples: data.Examples = None
     dropped: Counter = field(default_factory=Counter)  # reason -> examples set aside
     kept: int = 0  # examples trained or validated on (examples_in = kept + dropped)
-    safety_examples: int = 0  # built-in safety conversations mixed in
+    safety_examples: int = 0  # built-in safety conversations (SFT) or preference pairs (DPO, reward) mixed in
     token_rows: list = field(default_factory=list)  # embedding rows trained beside an adapter
     policy_rejected: int | None = None  # dpo.rejected=policy: pairs whose rejected reply is the model's own
 
@@ -73,15 +73,20 @@ def load_context(cfg, tc, spec, d, device, log) -> Context:
 
 # -- supervised: sft, lora ------------------------------------------------------------------
 
+def _safety_share(ctx: Context, pool: list[dict], n_task: int) -> list[dict]:
+    """safety.mix of all training examples from ``pool`` (cycled: the set is small), or none."""
+    mix = ctx.cfg.safety.mix
+    n = max(round(mix / (1 - mix) * n_task), 1) if mix else 0
+    return [copy.deepcopy(pool[i % len(pool)]) for i in range(n)]
+
+
 def safety_examples(ctx: Context, n_task: int) -> list[dict]:
     """The safety mix: built-in refusals and look-alikes, safety.mix of all SFT examples; with
     context distillation the replies are the input model's own under the safety system turn."""
-    mix = ctx.cfg.safety.mix
-    if not mix:
-        return []
     pool = safety.conversations("train")
-    n = max(round(mix / (1 - mix) * n_task), 1)
-    rows = [copy.deepcopy(pool[i % len(pool)]) for i in range(n)]
+    rows = _safety_share(ctx, pool, n_task)
+    if not rows:
+        return []
     if ctx.cfg.safety.context_distillation:  # empty teacher replies are left out (counted)
         asks = [[{"role": "system", "content": safety.SAFETY_PREAMBLE}] + r["messages"][:-1] for r in pool]
         taught = replies.greedy(ctx.base, ctx.tok, asks, ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
@@ -175,6 +180,12 @@ def _pair_rows(ctx: Context):
     rows = B.encode_all(ctx.tok, ctx.examples.train, "pair", ctx.seq_len, ctx.dropped)
     val = B.encode_all(ctx.tok, ctx.examples.validation, "pair", ctx.seq_len, ctx.dropped)
     ctx.kept = len(rows) + len(val)
+    # The safety mix as preferences (after the policy's replies replaced the task pairs' rejected
+    # ones: a safety pair keeps its willing or refusing rejected reply, which is the point of it)
+    extra = [{k: r[k] for k in ("prompt", "chosen", "rejected")}
+             for r in _safety_share(ctx, safety.preference_pairs("train"), len(ctx.examples.train))]
+    ctx.safety_examples = len(extra)
+    rows += B.encode_all(ctx.tok, extra, "pair", ctx.seq_len, Counter())
     if not rows:
         raise StageError(f"finetune: every pair is longer than seq_len={ctx.seq_len} tokens (dropped {dict(ctx.dropped)})")
     return rows, val

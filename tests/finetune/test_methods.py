@@ -103,6 +103,49 @@ def test_safety_mix_and_context_distillation_report_refusal_rates(base_dir, tmp_
     assert safety.is_refusal(safety.REFUSAL) and not safety.is_refusal("Run kill with the process id.")
 
 
+def test_dpo_with_the_safety_mix_learns_safety_preferences_and_scores_the_heldout_ones(base_dir, tmp_path):
+    from pipeline.core.tasks import safety
+
+    stats = run_finetune(base_dir, tmp_path / "dpo", method="dpo", safety={"mix": 0.3}, tasks=["arithmetic"])
+    assert stats["safety_examples"] == round(0.3 / 0.7 * 200)  # safety pairs beside 200 task pairs
+    assert stats["train_examples"] == 200 + stats["safety_examples"]
+    by_task = stats["heldout_preference_accuracy_by_task"]
+    test = safety.preference_pairs("test")
+    assert by_task["safety_harmful"]["pairs"] == sum(p["kind"] == "harmful" for p in test) > 0
+    assert by_task["safety_harmless"]["pairs"] == sum(p["kind"] == "harmless" for p in test) > 0
+    assert set(stats["refusal_rate"]["after"]) == {"harmful", "harmless"}
+    train = {p["prompt"][0]["content"] for p in safety.preference_pairs("train")}
+    assert train and not train & {p["prompt"][0]["content"] for p in test}  # held-out requests are new
+    for p in test:  # refuse the harmful, answer the look-alike
+        assert safety.is_refusal(p["chosen"]) == (p["kind"] == "harmful") != safety.is_refusal(p["rejected"])
+    from pipeline.report.sections.finetune import render  # the report's per-task table lists them
+
+    class Ctx:
+        def stage_dirs(self, stage):
+            return [("dpo", tmp_path / "dpo")] if stage == "finetune" else []
+
+        def stats(self, d):
+            return stats
+
+    tables = [b for b in render(Ctx()) if getattr(b, "rows", None) and len(b.rows[0]) == 5]
+    assert ["dpo", "safety_harmful", None, None, _pref_str(by_task["safety_harmful"])] in tables[0].rows
+
+
+def _pref_str(t):
+    return f"{t['before']:.2f} -> {t['after']:.2f}"
+
+
+def test_safety_settings_that_would_change_nothing_are_refused(base_dir, tmp_path):
+    from pipeline.core.errors import StageError
+
+    with pytest.raises(StageError, match="method=rl trains on neither"):
+        run_finetune(base_dir, tmp_path / "a", method="rl", safety={"mix": 0.2})
+    with pytest.raises(StageError, match="context_distillation .* needs safety.mix > 0"):
+        run_finetune(base_dir, tmp_path / "b", safety={"context_distillation": True})
+    with pytest.raises(StageError, match="context_distillation"):
+        run_finetune(base_dir, tmp_path / "c", method="dpo", safety={"mix": 0.2, "context_distillation": True})
+
+
 def test_group_advantages_are_scaled_by_the_groups_std_or_only_centred():
     import torch
 

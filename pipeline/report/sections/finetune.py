@@ -83,8 +83,13 @@ def render(ctx):
     blocks.append(Table(["step", "method", "trainable", "params", "steps", "final train loss", "val loss",
                          "EM before", "EM after", "pref. acc.", "pref. acc. vs own mistakes", "DPO reward acc.", "DPO margin",
                          "RM acc.", "refusal harmful", "refusal look-alike", "set aside"], rows))
-    per_task = [[label, task, em["before"][task], em["after"][task], _pref(ctx.stats(d), task)] for label, d in runs
-                for em in [ctx.stats(d).get("heldout_exact_match")] if em for task in em["after"]]
+    per_task = []
+    for label, d in runs:
+        s = ctx.stats(d)
+        em = s.get("heldout_exact_match") or {"before": {}, "after": {}}
+        # the generated tasks, then groups with preferences only (the safety pairs: no exact match)
+        groups = list(em["after"]) + [g for g in s.get("heldout_preference_accuracy_by_task") or {} if g not in em["after"]]
+        per_task += [[label, g, em["before"].get(g), em["after"].get(g), _pref(s, g)] for g in groups]
     if per_task:
         blocks.append(Table(["step", "task", "EM before", "EM after", "pref. acc."], per_task))
     curves = [(label, ctx.stats(d)["reward_curve"]) for label, d in runs if ctx.stats(d).get("reward_curve")]
