@@ -28,7 +28,7 @@ def names(steps):
 def test_the_default_dag_reads_in_order():
     steps = build_steps(compose([]))
     assert names(steps) == ["collect", "filter", "dedup", "scrub", "tokenize", "pretrain",
-                            "sft", "lora", "dpo", "reward", "rl", "evaluate_chat_pretrain", "evaluate_chat_sft",
+                            "sft", "lora", "dpo", "reward", "rl", "safety", "evaluate_chat_pretrain", "evaluate_chat_sft",
                             "evaluate_chat_lora", "evaluate_chat_dpo", "evaluate_chat_rl",
                             "compress_int8", "compress_gptq4", "compress_wanda", "compress_distill",
                             "evaluate_pretrain", "evaluate_compress_int8", "evaluate_compress_gptq4",

@@ -130,7 +130,7 @@ def test_until_a_step_or_a_chained_stage_names_the_step_directories():
     dirs = lambda *names: [f"results/{n}/{key[n]}" for n in names]  # noqa: E731
     # finetune's steps read each other (sft -> dpo, reward -> rl): its last ones stand for it
     assert rewrite_until(["-n", "--until", "finetune", "-c", "2"], steps, Path("results")) == (
-        ["finetune"], dirs("lora", "dpo", "rl"))
+        ["finetune"], dirs("lora", "dpo", "rl", "safety"))
     assert rewrite_until(["--until=sft"], steps, Path("results")) == (["sft"], dirs("sft"))
     assert rewrite_until(["--until", "collect", "tokenize"], steps, Path("results")) is None  # rules as they are
     assert rewrite_until(["-R", "finetune"], steps, Path("results")) is None
