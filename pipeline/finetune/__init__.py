@@ -43,6 +43,7 @@ from pipeline.core.step import Input
 from pipeline.core.tasks import generated
 from pipeline.core.tasks.generated import TASKS
 from pipeline.core.train.config import Config as TrainConfig
+from pipeline.finetune.data import KIND
 
 INPUTS = {
     "model": Input("a model directory (pipeline/model/io.py) to fine-tune"),
@@ -168,10 +169,11 @@ class Config:
             problems.append(f"finetune.rl.group_size must be >= 2 (the baseline is the group mean), got {self.rl.group_size}")
         if not 0 <= self.safety.mix < 1:
             problems.append(f"finetune.safety.mix must be in [0, 1), got {self.safety.mix}")
-        if self.safety.mix and self.method == "rl":
+        kind = KIND.get(self.method)  # what the method trains on: the safety set has conversations and pairs
+        if self.safety.mix and kind not in ("conversation", "pair"):
             problems.append("finetune.safety.mix mixes safety conversations into SFT-style methods and safety "
                             "preference pairs into dpo/reward; method=rl trains on neither: drop it")
-        if self.safety.context_distillation and (not self.safety.mix or self.method in ("dpo", "reward", "rl")):
+        if self.safety.context_distillation and (not self.safety.mix or kind != "conversation"):
             problems.append("finetune.safety.context_distillation rewrites the safety conversations' replies: it "
                             "needs safety.mix > 0 and a conversation method (sft|lora|prompt|prefix)")
         if self.dpo.rpo_alpha < 0:

@@ -54,8 +54,8 @@ def heldout_pair_groups(ctx) -> dict[str, list]:
     groups = {task: [dict(p) for p in rows] for task, rows in ctx.examples.heldout.items() if rows}
     groups = groups or {"validation": ctx.examples.validation}
     if ctx.cfg.safety.mix:
-        for kind in ("harmful", "harmless"):
-            groups[f"safety_{kind}"] = [p for p in safety.preference_pairs("test") if p["kind"] == kind]
+        for p in safety.preference_pairs("test"):
+            groups.setdefault(f"safety_{p['kind']}", []).append(p)
     return {task: B.encode_all(ctx.tok, rows, "pair", ctx.seq_len, Counter()) for task, rows in groups.items()}
 
 

@@ -85,14 +85,11 @@ def safety_examples(ctx: Context, n_task: int) -> list[dict]:
     context distillation the replies are the input model's own under the safety system turn."""
     pool = safety.conversations("train")
     rows = _safety_share(ctx, pool, n_task)
-    if not rows:
-        return []
-    if ctx.cfg.safety.context_distillation:  # empty teacher replies are left out (counted)
+    if ctx.cfg.safety.context_distillation:  # (the config requires safety.mix); empty teacher replies are left out (counted)
         asks = [[{"role": "system", "content": safety.SAFETY_PREAMBLE}] + r["messages"][:-1] for r in pool]
         taught = replies.greedy(ctx.base, ctx.tok, asks, ctx.cfg.eval_max_new_tokens, ctx.stops, ctx.device)
-        for r in rows:
-            i = next(j for j, p in enumerate(pool) if p["messages"] == r["messages"])
-            r["messages"][-1]["content"] = taught[i]
+        for k, r in enumerate(rows):  # row k is a copy of pool[k % len(pool)] (_safety_share cycles the pool)
+            r["messages"][-1]["content"] = taught[k % len(pool)]
         rows = [r for r in rows if r["messages"][-1]["content"].strip()]
     ctx.safety_examples = len(rows)
     return [{"messages": r["messages"]} for r in rows]

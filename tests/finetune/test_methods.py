@@ -128,11 +128,8 @@ def test_dpo_with_the_safety_mix_learns_safety_preferences_and_scores_the_heldou
             return stats
 
     tables = [b for b in render(Ctx()) if getattr(b, "rows", None) and len(b.rows[0]) == 5]
-    assert ["dpo", "safety_harmful", None, None, _pref_str(by_task["safety_harmful"])] in tables[0].rows
-
-
-def _pref_str(t):
-    return f"{t['before']:.2f} -> {t['after']:.2f}"
+    harmful = by_task["safety_harmful"]
+    assert ["dpo", "safety_harmful", None, None, f"{harmful['before']:.2f} -> {harmful['after']:.2f}"] in tables[0].rows
 
 
 def test_safety_settings_that_would_change_nothing_are_refused(base_dir, tmp_path):
