@@ -81,6 +81,8 @@ def figure(fig, caption: str, name: str) -> Figure:
 
 
 def fmt(v: Any) -> str:
+    if v is None:  # a step that did not measure this (a table of several steps): a dash, as evaluation's cells
+        return "-"
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int):
